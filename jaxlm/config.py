@@ -1,0 +1,245 @@
+"""The schema of a jaxlm run: shared defaults and validation of experiment ConfigDicts.
+
+Experiments (`experiments/*.py`) start from `default_config()` and override fields; nothing may add
+a field that is not here, so a typo such as `config.optimizer.warmup_step` fails before any compile
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+
+# Logical axis name -> mesh axes. Parameters use `embed`; activations use `act_embed` so that FSDP
+# shards weights on the model dimension while activations stay batch-sharded (the same mesh axis
+# may appear only once per array).
+DEFAULT_LOGICAL_AXIS_RULES = (
+    ('batch', ('data', 'fsdp')),
+    ('length', None),
+    ('act_embed', None),
+    ('embed', 'fsdp'),
+    ('heads', 'tensor'),
+    ('kv_heads', 'tensor'),
+    ('head_dim', None),
+    ('mlp', 'tensor'),
+    ('vocab', 'tensor'),
+    ('layers', None),
+    ('norm', None),
+)
+
+NORMS = ('rmsnorm', 'layernorm')
+MLPS = ('swiglu', 'gelu')
+POSITIONS = ('rope', 'learned', 'sinusoidal')
+REMAT_POLICIES = ('none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable')
+DTYPES = ('float32', 'bfloat16', 'float16')
+SCHEDULES = ('cosine', 'linear', 'constant')
+TOKENIZERS = ('sentencepiece', 'byte')
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a run reads, with defaults for a small decoder on CPU."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_train_steps = 100
+    c.log_every_steps = 10
+    c.eval_every_steps = 50
+    c.checkpoint_every_steps = 50
+    c.keep_checkpoints = 3
+    c.async_checkpointing = True
+
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
+
+    m = c.model = ml_collections.ConfigDict()
+    m.vocab_size = 512
+    m.num_layers = 2
+    m.d_model = 128
+    m.num_heads = 4
+    m.num_kv_heads = 4
+    m.head_dim = 32
+    m.mlp_dim = 512
+    m.max_seq_len = 256
+    m.norm = 'rmsnorm'
+    m.norm_eps = 1e-5
+    m.mlp = 'swiglu'
+    m.positions = 'rope'
+    m.rope_theta = 10000.0
+    m.tie_embeddings = False
+    m.use_bias = False
+    m.qk_norm = False
+    m.dropout_rate = 0.0
+    m.init_std = 0.02
+    m.dtype = 'bfloat16'
+    m.param_dtype = 'float32'
+    m.remat_policy = 'none'
+
+    d = c.data = ml_collections.ConfigDict()
+    d.corpus = 'tiny_shakespeare'
+    d.text_field = 'text'
+    d.data_dir = ''
+    d.cache_dir = ''
+    d.seq_len = 128
+    d.global_batch_size = 16
+    d.eval_fraction = 0.05
+    d.num_eval_batches = 4
+    d.num_workers = 0
+    d.tokenizer = ml_collections.ConfigDict(dict(kind='sentencepiece', vocab_size=512, path=''))
+
+    o = c.optimizer = ml_collections.ConfigDict()
+    o.learning_rate = 3e-3
+    o.schedule = 'cosine'
+    o.warmup_steps = 10
+    o.decay_steps = 100  # total length of warmup + decay; the LR stays at its end value after it
+    o.end_learning_rate_ratio = 0.1
+    o.b1 = 0.9
+    o.b2 = 0.95
+    o.eps = 1e-8
+    o.weight_decay = 0.1
+    o.grad_clip_norm = 1.0
+    o.grad_accum_steps = 1
+    o.z_loss_weight = 0.0
+    return c
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field."""
+
+
+def _check_known_keys(cfg: Any, ref: Any, prefix: str) -> None:
+    for key in cfg.keys():
+        name = f'{prefix}{key}'
+        if key not in ref:
+            raise ConfigError(f'unknown config field `{name}` (known here: {sorted(ref.keys())})')
+        if isinstance(ref[key], ml_collections.ConfigDict):
+            if not isinstance(cfg[key], ml_collections.ConfigDict | dict):
+                raise ConfigError(f'config field `{name}` must be a group of fields')
+            _check_known_keys(cfg[key], ref[key], name + '.')
+
+
+def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
+    """Sizes of the mesh axes, with one `-1` taking the remaining devices."""
+    sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise ConfigError(f'only one of `mesh.{{{",".join(MESH_AXES)}}}` may be -1, got {sizes}')
+    for a, s in sizes.items():
+        if s == 0 or s < -1:
+            raise ConfigError(f'`mesh.{a}` must be a positive size or -1, got {s}')
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if num_devices % fixed:
+            raise ConfigError(
+                f'mesh {sizes} does not divide the {num_devices} devices: `mesh.{free[0]}` = -1 '
+                f'needs the device count to be a multiple of {fixed}')
+        sizes[free[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ConfigError(
+            f'mesh {sizes} has {fixed} devices but {num_devices} are available: set `mesh.*` so '
+            'that data*fsdp*tensor equals the device count (or use -1 for one axis)')
+    return sizes
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]:
+    """Checks everything that can be checked before tracing; returns the resolved mesh shape."""
+    _check_known_keys(cfg, default_config(), '')
+    m, d, o = cfg.model, cfg.data, cfg.optimizer
+
+    for field, allowed, value in (
+        ('model.norm', NORMS, m.norm), ('model.mlp', MLPS, m.mlp),
+        ('model.positions', POSITIONS, m.positions),
+        ('model.remat_policy', REMAT_POLICIES, m.remat_policy),
+        ('model.dtype', DTYPES, m.dtype), ('model.param_dtype', DTYPES, m.param_dtype),
+        ('optimizer.schedule', SCHEDULES, o.schedule),
+        ('data.tokenizer.kind', TOKENIZERS, d.tokenizer.kind),
+    ):
+        if value not in allowed:
+            raise ConfigError(f'`{field}` = {value!r} is not one of {allowed}')
+
+    positive = {
+        'num_train_steps': cfg.num_train_steps, 'log_every_steps': cfg.log_every_steps,
+        'eval_every_steps': cfg.eval_every_steps,
+        'checkpoint_every_steps': cfg.checkpoint_every_steps,
+        'keep_checkpoints': cfg.keep_checkpoints,
+        'model.vocab_size': m.vocab_size, 'model.num_layers': m.num_layers,
+        'model.d_model': m.d_model, 'model.num_heads': m.num_heads,
+        'model.num_kv_heads': m.num_kv_heads, 'model.head_dim': m.head_dim,
+        'model.mlp_dim': m.mlp_dim, 'model.max_seq_len': m.max_seq_len,
+        'data.seq_len': d.seq_len, 'data.global_batch_size': d.global_batch_size,
+        'data.num_eval_batches': d.num_eval_batches,
+        'optimizer.grad_accum_steps': o.grad_accum_steps,
+        'optimizer.decay_steps': o.decay_steps,
+    }
+    for field, value in positive.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f'`{field}` must be a positive integer, got {value!r}')
+    if m.num_heads % m.num_kv_heads:
+        raise ConfigError(
+            f'`model.num_heads` ({m.num_heads}) must be divisible by `model.num_kv_heads` '
+            f'({m.num_kv_heads})')
+    if m.positions == 'rope' and m.head_dim % 2:
+        raise ConfigError(f'`model.head_dim` must be even for RoPE, got {m.head_dim}')
+    if d.seq_len > m.max_seq_len:
+        raise ConfigError(
+            f'`data.seq_len` ({d.seq_len}) exceeds `model.max_seq_len` ({m.max_seq_len})')
+    if not 0.0 < d.eval_fraction < 1.0:
+        raise ConfigError(f'`data.eval_fraction` must be in (0, 1), got {d.eval_fraction}')
+    if not 0 <= o.warmup_steps <= o.decay_steps:
+        raise ConfigError(
+            f'`optimizer.warmup_steps` ({o.warmup_steps}) must be in [0, optimizer.decay_steps='
+            f'{o.decay_steps}]')
+    if not 0.0 <= m.dropout_rate < 1.0:
+        raise ConfigError(f'`model.dropout_rate` must be in [0, 1), got {m.dropout_rate}')
+
+    mesh = resolve_mesh_shape(cfg.mesh, num_devices)
+    batch_shards = mesh['data'] * mesh['fsdp']
+    if d.global_batch_size % batch_shards:
+        raise ConfigError(
+            f'`data.global_batch_size` ({d.global_batch_size}) must be divisible by the '
+            f'data-parallel size mesh.data*mesh.fsdp = {batch_shards}')
+    micro = d.global_batch_size // o.grad_accum_steps
+    if d.global_batch_size % o.grad_accum_steps or micro % batch_shards:
+        raise ConfigError(
+            f'`data.global_batch_size` ({d.global_batch_size}) must split into '
+            f'`optimizer.grad_accum_steps` ({o.grad_accum_steps}) microbatches each divisible by '
+            f'the data-parallel size {batch_shards}')
+    _check_rules(cfg.logical_axis_rules)
+    return mesh
+
+
+def _check_rules(rules: Sequence[Any]) -> None:
+    seen = set()
+    for rule in rules:
+        if len(rule) != 2:
+            raise ConfigError(f'`logical_axis_rules` entries are (logical, mesh axes), got {rule}')
+        logical, mesh_axes = rule
+        if logical in seen:
+            raise ConfigError(f'`logical_axis_rules` names `{logical}` twice')
+        seen.add(logical)
+        axes = mesh_axes if isinstance(mesh_axes, list | tuple) else (mesh_axes,)
+        for a in axes:
+            if a is not None and a not in MESH_AXES:
+                raise ConfigError(
+                    f'`logical_axis_rules` maps `{logical}` to unknown mesh axis {a!r} '
+                    f'(mesh axes: {MESH_AXES})')
+
+
+def check_vocab(cfg: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:
+    if cfg.model.vocab_size < tokenizer_vocab_size:
+        raise ConfigError(
+            f'`model.vocab_size` ({cfg.model.vocab_size}) is smaller than the tokenizer '
+            f'vocabulary ({tokenizer_vocab_size})')
+
+
+def rules_as_tuples(rules: Sequence[Any]) -> tuple[tuple[str, Any], ...]:
+    """ConfigDict turns tuples into lists (JSON round trip); Flax wants hashable tuples."""
+    out = []
+    for logical, axes in rules:
+        if isinstance(axes, list | tuple):
+            axes = tuple(axes)
+        out.append((logical, axes))
+    return tuple(out)

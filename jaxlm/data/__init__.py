@@ -1,0 +1,1 @@
+"""Data input: corpus sources, tokenizers and the grain pipeline."""

@@ -1,0 +1,1 @@
+"""Transformer building blocks (Flax Linen). Each parameter carries logical axis names."""

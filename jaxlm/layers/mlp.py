@@ -1,0 +1,39 @@
+"""Feed-forward blocks: GELU (GPT-2) and SwiGLU (LLaMA)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxlm.layers.dense import DenseGeneral, Dtype
+from jaxlm.sharding import constrain
+
+
+class MLP(nn.Module):
+    kind: str  # 'gelu' | 'swiglu'
+    mlp_dim: int
+    use_bias: bool = False
+    dropout_rate: float = 0.0
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
+        dense = lambda feats, axes, name: DenseGeneral(  # noqa: E731
+            (feats,), axes, use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
+            param_dtype=self.param_dtype, name=name)
+        d = x_BxLxD.shape[-1]
+        if self.kind == 'swiglu':
+            gate = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BxLxD)
+            up = dense(self.mlp_dim, ('embed', 'mlp'), 'up')(x_BxLxD)
+            h_BxLxF = nn.silu(gate.astype(jnp.float32)).astype(self.dtype) * up
+        elif self.kind == 'gelu':
+            h = dense(self.mlp_dim, ('embed', 'mlp'), 'up')(x_BxLxD)
+            h_BxLxF = nn.gelu(h.astype(jnp.float32), approximate=True).astype(self.dtype)
+        else:
+            raise ValueError(f'unknown mlp {self.kind!r}')
+        h_BxLxF = constrain(h_BxLxF, ('batch', 'length', 'mlp'))
+        out = dense(d, ('mlp', 'embed'), 'down')(h_BxLxF)
+        return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)

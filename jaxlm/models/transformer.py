@@ -1,0 +1,163 @@
+"""The decoder-only Transformer (GPT-2 and LLaMA styles from one config).
+
+Layers are stacked with `nn.scan` so a 32-layer model compiles as fast as a 1-layer one; the
+stacked parameters carry a leading `layers` logical axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxlm.layers.attention import Attention
+from jaxlm.layers.embeddings import Embed
+from jaxlm.layers.mlp import MLP
+from jaxlm.layers.norms import make_norm
+from jaxlm.layers.positions import sinusoidal
+from jaxlm.sharding import constrain
+
+_REMAT_POLICIES = {
+    'full': None,  # save nothing, recompute the block in the backward pass
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int
+    num_layers: int
+    d_model: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    max_seq_len: int
+    norm: str = 'rmsnorm'
+    norm_eps: float = 1e-5
+    mlp: str = 'swiglu'
+    positions: str = 'rope'
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+    use_bias: bool = False
+    qk_norm: bool = False
+    dropout_rate: float = 0.0
+    init_std: float = 0.02
+    dtype: Any = jnp.bfloat16
+    param_dtype: Any = jnp.float32
+    remat_policy: str = 'none'
+
+    @classmethod
+    def from_config(cls, model_cfg: Any) -> TransformerConfig:
+        kwargs = dict(model_cfg)
+        kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
+        kwargs['param_dtype'] = jnp.dtype(kwargs['param_dtype'])
+        return cls(**kwargs)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    cfg: TransformerConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array,
+                 positions_BxL: jax.Array) -> tuple[jax.Array, None]:
+        c = self.cfg
+        norm = lambda name: make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias,  # noqa: E731
+                                      dtype=c.dtype, param_dtype=c.param_dtype, name=name)
+        h = norm('attention_norm')(x_BxLxD)
+        h = Attention(c.num_heads, c.num_kv_heads, c.head_dim, use_rope=c.positions == 'rope',
+                      rope_theta=c.rope_theta, qk_norm=c.qk_norm, norm_eps=c.norm_eps,
+                      use_bias=c.use_bias, dropout_rate=c.dropout_rate, init_std=c.init_std,
+                      dtype=c.dtype, param_dtype=c.param_dtype,
+                      name='attention')(h, segment_ids_BxL, positions_BxL, self.deterministic)
+        x_BxLxD = constrain(x_BxLxD + h, ('batch', 'length', 'act_embed'))
+        h = norm('mlp_norm')(x_BxLxD)
+        h = MLP(c.mlp, c.mlp_dim, use_bias=c.use_bias, dropout_rate=c.dropout_rate,
+                init_std=c.init_std, dtype=c.dtype, param_dtype=c.param_dtype,
+                name='mlp')(h, self.deterministic)
+        return constrain(x_BxLxD + h, ('batch', 'length', 'act_embed')), None
+
+
+class Transformer(nn.Module):
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None = None,
+                 positions_BxL: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+        """Returns float32 logits [batch, length, vocab]."""
+        c = self.cfg
+        if segment_ids_BxL is None:
+            segment_ids_BxL = jnp.ones_like(tokens_BxL)
+        if positions_BxL is None:
+            positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
+
+        embed = Embed(c.vocab_size, c.d_model, init_std=c.init_std, dtype=c.dtype,
+                      param_dtype=c.param_dtype, name='token_embed')
+        x_BxLxD = embed(tokens_BxL)
+        if c.positions == 'learned':
+            pos = Embed(c.max_seq_len, c.d_model, axes=('length', 'embed'), init_std=c.init_std,
+                        dtype=c.dtype, param_dtype=c.param_dtype, name='position_embed')
+            x_BxLxD = x_BxLxD + pos(positions_BxL)
+        elif c.positions == 'sinusoidal':
+            x_BxLxD = x_BxLxD + sinusoidal(positions_BxL, c.d_model).astype(c.dtype)
+        x_BxLxD = nn.Dropout(c.dropout_rate)(x_BxLxD, deterministic=deterministic)
+        x_BxLxD = constrain(x_BxLxD, ('batch', 'length', 'act_embed'))
+
+        block = Block
+        if c.remat_policy != 'none':
+            block = nn.remat(Block, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
+        stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
+                                                                         'dropout': True},
+                        in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
+                        metadata_params={nn.PARTITION_NAME: 'layers'})
+        x_BxLxD, _ = stack(c, deterministic, name='layers')(x_BxLxD, segment_ids_BxL,
+                                                            positions_BxL)
+
+        x_BxLxD = make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias, dtype=c.dtype,
+                            param_dtype=c.param_dtype, name='final_norm')(x_BxLxD)
+        if c.tie_embeddings:
+            logits = embed.attend(x_BxLxD)
+        else:
+            kernel = self.param('lm_head', nn.with_logical_partitioning(
+                nn.initializers.normal(c.init_std), ('embed', 'vocab')),
+                (c.d_model, c.vocab_size), c.param_dtype)
+            logits = jnp.einsum('bld,dv->blv', x_BxLxD, kernel.astype(c.dtype),
+                                preferred_element_type=jnp.float32)
+        return constrain(logits, ('batch', 'length', 'vocab'))
+
+
+def count_params(cfg: TransformerConfig) -> int:
+    """Closed-form parameter count (tests check it against `init`, and against public models)."""
+    d, h, k, dh, f, v = (cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim,
+                         cfg.vocab_size)
+    bias = cfg.use_bias
+    norm = d * (2 if cfg.norm == 'layernorm' and bias else 1)
+    attn = d * dh * (h + 2 * k) + h * dh * d + (bias * (dh * (h + 2 * k) + d))
+    if cfg.qk_norm:
+        attn += 2 * dh
+    n_in = 2 if cfg.mlp == 'swiglu' else 1
+    mlp = n_in * d * f + f * d + bias * (n_in * f + d)
+    per_layer = attn + mlp + 2 * norm
+    total = cfg.num_layers * per_layer + v * d + norm
+    if cfg.positions == 'learned':
+        total += cfg.max_seq_len * d
+    if not cfg.tie_embeddings:
+        total += d * v
+    return total
+
+
+def matmul_params(cfg: TransformerConfig) -> int:
+    """Parameters that take part in a matmul per token: every kernel plus the output head (the
+    input embedding is a gather). This is the N of the 6N FLOPs-per-token rule."""
+    d, h, k, dh, f, v = (cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim,
+                         cfg.vocab_size)
+    n_in = 2 if cfg.mlp == 'swiglu' else 1
+    per_layer = d * dh * (h + 2 * k) + h * dh * d + n_in * d * f + f * d
+    return cfg.num_layers * per_layer + d * v

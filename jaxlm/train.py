@@ -1,0 +1,38 @@
+"""Train a model: python -m jaxlm.train --config experiments/tiny.py --workdir DIR [--config.x=y].
+
+Running the same command again on the same workdir resumes from its latest checkpoint; raising
+`--config.num_train_steps` continues the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxlm.config import ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (get_config).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: config, metrics, checkpoints.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    for name in ('absl', 'jax._src.xla_bridge'):  # backend probing noise on CPU hosts
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from jaxlm.distributed import maybe_initialize  # noqa: PLC0415 (before any JAX backend use)
+    maybe_initialize()
+    from jaxlm.trainer.loop import train  # noqa: PLC0415
+
+    try:
+        train(_CONFIG.value, _WORKDIR.value)
+    except ConfigError as e:
+        raise SystemExit(f'config error: {e}') from None
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Pure train/eval steps, optimizer, checkpoints, metrics and the training loop."""

@@ -1,0 +1,197 @@
+"""The training run: validate, build, initialise or resume, then step, log, evaluate, save."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from jaxlm import config as config_lib
+from jaxlm import sharding
+from jaxlm.data.grain_pipeline import build_pipeline
+from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
+from jaxlm.trainer import metrics as metrics_lib
+from jaxlm.trainer.checkpoint import Checkpointer
+from jaxlm.trainer.optim import make_optimizer, make_schedule
+from jaxlm.trainer.state import (
+    abstract_state,
+    init_state,
+    state_shardings,
+    with_shardings,
+)
+from jaxlm.trainer.step import make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'loss_mask')
+
+
+def build_model(cfg: ml_collections.ConfigDict) -> Transformer:
+    return Transformer(TransformerConfig.from_config(cfg.model))
+
+
+@dataclasses.dataclass
+class TrainingSetup:
+    mesh: Mesh
+    rules: tuple
+    model: Transformer
+    tx: optax.GradientTransformation
+    state_shardings: Any
+    batch_sharding: NamedSharding
+    abstract_state: Any  # ShapeDtypeStructs carrying the target shardings
+    abstract_batch: dict[str, jax.ShapeDtypeStruct]
+    train_step: Any  # the AOT-compiled step
+    compile_seconds: float
+
+
+def compile_training(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Device],
+                     mesh_shape: dict[str, int]) -> TrainingSetup:
+    """Builds the model, optimizer and shardings and AOT-compiles the train step, allocating
+    nothing: also what benchmarks/aot_memory.py uses to size a 7B run on a simulated mesh."""
+    rules = config_lib.rules_as_tuples(cfg.logical_axis_rules)
+    mesh = sharding.make_mesh(mesh_shape, devices)
+    model = build_model(cfg)
+    tx = make_optimizer(cfg.optimizer)
+    seq_len = cfg.data.seq_len
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        state_sh = state_shardings(model, tx, mesh, rules, seq_len)
+        batch_sh = sharding.batch_sharding(mesh, rules)
+        abstract = with_shardings(abstract_state(model, tx, seq_len), state_sh)
+        abstract_batch = {k: jax.ShapeDtypeStruct(
+            (cfg.data.global_batch_size, seq_len), jnp.float32 if k == 'loss_mask' else jnp.int32,
+            sharding=batch_sh) for k in BATCH_KEYS}
+        t0 = time.perf_counter()
+        step_fn = make_train_step(model, tx, make_schedule(cfg.optimizer), cfg.optimizer,
+                                  deterministic=cfg.model.dropout_rate == 0.0)
+        compiled = jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
+                           out_shardings=(state_sh, None),
+                           donate_argnums=0).lower(abstract, abstract_batch).compile()
+        compile_s = time.perf_counter() - t0
+    return TrainingSetup(mesh, rules, model, tx, state_sh, batch_sh, abstract, abstract_batch,
+                         compiled, compile_s)
+
+
+def _say(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+def _global_batch(local: dict[str, np.ndarray], batch_sharding: Any) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(batch_sharding, v)
+            for k, v in local.items()}
+
+
+def evaluate(eval_fn: Any, params: Any, batches: list[dict[str, jax.Array]]) -> dict[str, float]:
+    loss_sum = tokens = 0.0
+    for b in batches:
+        out = jax.device_get(eval_fn(params, b))
+        loss_sum += float(out['loss_sum'])
+        tokens += float(out['num_tokens'])
+    loss = loss_sum / max(tokens, 1.0)
+    return {'eval_loss': loss, 'eval_perplexity': math.exp(min(loss, 80.0)),
+            'eval_tokens': tokens}
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str,
+          devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+    """Runs (or resumes) the run in `workdir` up to `cfg.num_train_steps`; returns a summary."""
+    devices = list(jax.devices() if devices is None else devices)
+    mesh_shape = config_lib.validate(cfg, len(devices))  # before anything is built or compiled
+    workdir = os.path.abspath(workdir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(workdir, exist_ok=True)
+
+    data = build_pipeline(cfg.data, seed=cfg.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count())
+    config_lib.check_vocab(cfg, data.tokenizer.vocab_size)
+    if is_main:
+        with open(os.path.join(workdir, 'config.json'), 'w') as f:
+            f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+    _say(f'data: {json.dumps(data.stats, sort_keys=True)}')
+
+    setup = compile_training(cfg, devices, mesh_shape)
+    mesh, rules, model, state_sh, batch_sh = (setup.mesh, setup.rules, setup.model,
+                                              setup.state_shardings, setup.batch_sharding)
+    model_cfg, tx, seq_len = model.cfg, setup.tx, cfg.data.seq_len
+    train_step, compile_s = setup.train_step, setup.compile_seconds
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
+                            async_save=cfg.async_checkpointing)
+        restored = ckpt.restore_latest(setup.abstract_state, data.train_iter)
+        if restored is None:
+            state = init_state(model, tx, cfg.seed, seq_len, state_sh)
+            start_step = 0
+        else:
+            start_step, state, _ = restored
+            _say(f'resumed from {ckpt.directory}/{start_step}')
+        writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+        writer.truncate_after(start_step)
+        eval_step = jax.jit(make_eval_step(model), in_shardings=(state_sh['params'], batch_sh))
+
+        num_params = count_params(model_cfg)
+        mem = metrics_lib.memory_summary(train_step)
+        peak, peak_source = metrics_lib.peak_flops(devices, model_cfg.dtype)
+        tokens_per_step = cfg.data.global_batch_size * seq_len
+        flops_per_step = metrics_lib.flops_per_token(model_cfg, seq_len) * tokens_per_step
+        _say(f'mesh: {sharding.describe_mesh(mesh)}')
+        _say(f'model: {num_params:,} parameters; {flops_per_step / 1e12:.4f} TFLOP per step '
+             f'({tokens_per_step} tokens)')
+        _say('compiled train step in {:.1f}s; memory per device: {}'.format(
+            compile_s, ', '.join(f'{k} {metrics_lib.format_bytes(v)}' for k, v in mem.items())))
+        _say(f'peak: {peak / 1e12:.3f} TFLOP/s ({peak_source})')
+
+        eval_batches = [_global_batch(b, batch_sh) for b in data.eval_batches]
+        total = cfg.num_train_steps
+        last_eval: dict[str, float] = {}
+        window_t, window_steps = time.perf_counter(), 0
+        run_t0 = time.perf_counter()
+        step = start_step
+        while step < total:
+            batch = _global_batch(next(data.train_iter), batch_sh)
+            state, step_metrics = train_step(state, batch)
+            step += 1
+            window_steps += 1
+            if step % cfg.log_every_steps == 0 or step == total:
+                m = jax.device_get(step_metrics)
+                now = time.perf_counter()
+                tps = window_steps * tokens_per_step / (now - window_t)
+                mfu = tps * flops_per_step / tokens_per_step / peak
+                record = {'loss': m['loss'], 'learning_rate': m['learning_rate'],
+                          'grad_norm': m['grad_norm'], 'z_loss': m['z_loss'],
+                          'tokens_per_sec': tps, 'mfu': mfu,
+                          'tokens_seen': float(step * tokens_per_step)}
+                writer.write(step, record)
+                eta = (now - run_t0) / (step - start_step) * (total - step)
+                _say(f'step {step:>6}/{total} | loss {float(m["loss"]):.4f} | '
+                     f'lr {float(m["learning_rate"]):.2e} | {tps:,.0f} tok/s | mfu {mfu:.1%} | '
+                     f'eta {metrics_lib.format_duration(eta)}')
+                window_t, window_steps = time.perf_counter(), 0
+            if step % cfg.eval_every_steps == 0 or step == total:
+                eval_t0 = time.perf_counter()
+                last_eval = evaluate(eval_step, state['params'], eval_batches)
+                writer.write(step, last_eval)
+                _say(f'eval  {step:>6}/{total} | eval_loss {last_eval["eval_loss"]:.4f} | '
+                     f'perplexity {last_eval["eval_perplexity"]:.2f}')
+                window_t += time.perf_counter() - eval_t0  # evaluation is not training time
+            if step % cfg.checkpoint_every_steps == 0 or step == total:
+                ckpt.save(step, state, data.train_iter, {'step': step})
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    _say(f'workdir: {workdir}')
+    return {'step': step, 'workdir': workdir, **last_eval}

@@ -1,0 +1,74 @@
+"""The train state pytree and its sharding, derived from the parameters' logical axis names.
+
+State is a plain dict {'step', 'params', 'opt_state', 'rng'}: orbax, donation and jit shardings
+all work on it directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxlm.sharding import Rules, logical_to_sharding
+
+State = dict[str, Any]
+
+
+def _init_boxed_params(model: nn.Module, key: jax.Array, seq_len: int) -> Any:
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+    return model.init({'params': key}, tokens)['params']
+
+
+def param_logical_specs(model: nn.Module, seq_len: int) -> Any:
+    boxed = jax.eval_shape(lambda: _init_boxed_params(model, jax.random.key(0), seq_len))
+    return nn.get_partition_spec(boxed)
+
+
+def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, rules: Rules,
+                    seq_len: int) -> State:
+    """NamedShardings for every leaf: params by their logical names, optimizer moments like the
+    params they track, everything else (counts, step, rng) replicated."""
+    param_sh = logical_to_sharding(param_logical_specs(model, seq_len), mesh, rules)
+    abstract = abstract_state(model, tx, seq_len)
+    replicated = NamedSharding(mesh, P())
+    opt_sh = optax.tree_map_params(
+        tx, lambda _, sh: sh, abstract['opt_state'], param_sh,
+        transform_non_params=lambda _: replicated)
+    return {'step': replicated, 'params': param_sh, 'opt_state': opt_sh, 'rng': replicated}
+
+
+def _init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
+                seq_len: int) -> State:
+    init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = nn.unbox(_init_boxed_params(model, init_key, seq_len))
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
+            'rng': rng}
+
+
+def abstract_state(model: nn.Module, tx: optax.GradientTransformation, seq_len: int) -> State:
+    return jax.eval_shape(lambda: _init_state(model, tx, 0, seq_len))
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, seq_len: int,
+               shardings: State) -> State:
+    """Initialises directly into the target sharding: no device ever holds the full state."""
+    return jax.jit(lambda: _init_state(model, tx, seed, seq_len), out_shardings=shardings)()
+
+
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+
+
+def param_abstract(model: nn.Module, seq_len: int, sharding: Any) -> Any:
+    """Unboxed parameter shapes, all placed on one sharding (e.g. a single device)."""
+    shapes = nn.unbox(jax.eval_shape(
+        lambda: _init_boxed_params(model, jax.random.key(0), seq_len)))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                        shapes)

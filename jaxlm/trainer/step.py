@@ -1,0 +1,81 @@
+"""Pure train and eval steps: (state, batch) -> (state, metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxlm.sharding import constrain
+from jaxlm.trainer.losses import cross_entropy_sums
+from jaxlm.trainer.state import State
+
+Batch = dict[str, jax.Array]
+
+
+def _loss_sums(model: nn.Module, params: Any, batch: Batch, dropout_key: jax.Array,
+               z_loss_weight: float, deterministic: bool) -> tuple[jax.Array, tuple]:
+    logits = model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
+                         batch['positions'], deterministic=deterministic,
+                         rngs={'dropout': dropout_key})
+    loss_sum, z_sum, weight_sum = cross_entropy_sums(logits, batch['targets'], batch['loss_mask'],
+                                                     z_loss_weight)
+    return loss_sum, (z_sum, weight_sum)
+
+
+def _split_microbatches(batch: Batch, num_micro: int) -> Batch:
+    """[B, L] -> [A, B/A, L] taking rows i::A, so every microbatch spans all data shards."""
+    def split(x: jax.Array) -> jax.Array:
+        b = x.shape[0]
+        x = x.reshape(b // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
+        return constrain(x, (None, 'batch', 'length'))
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, optimizer_cfg: Any,
+                    deterministic: bool) -> Callable[[State, Batch], tuple[State, dict]]:
+    num_micro = optimizer_cfg.grad_accum_steps
+    z_w = optimizer_cfg.z_loss_weight
+    value_and_grad = jax.value_and_grad(_loss_sums, argnums=1, has_aux=True)
+
+    def train_step(state: State, batch: Batch) -> tuple[State, dict]:
+        params, step = state['params'], state['step']
+        dropout_key = jax.random.fold_in(state['rng'], step)
+        grad_fn = lambda mb, k: value_and_grad(model, params, mb, k, z_w, deterministic)  # noqa: E731
+
+        if num_micro == 1:
+            (loss_sum, (z_sum, w_sum)), grads = grad_fn(batch, dropout_key)
+        else:
+            def micro(carry, xs):
+                mb, i = xs
+                g_acc, l_acc, z_acc, w_acc = carry
+                (loss, (z, w)), g = grad_fn(mb, jax.random.fold_in(dropout_key, i))
+                return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss, z_acc + z, w_acc + w), None
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+            (grads, loss_sum, z_sum, w_sum), _ = jax.lax.scan(
+                micro, init, (_split_microbatches(batch, num_micro), jnp.arange(num_micro)))
+
+        denom = jnp.maximum(w_sum, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = tx.update(grads, state['opt_state'], params)
+        new_state = {'step': step + 1, 'params': optax.apply_updates(params, updates),
+                     'opt_state': opt_state, 'rng': state['rng']}
+        metrics = {'loss': loss_sum / denom, 'z_loss': z_sum / denom,
+                   'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(step),
+                   'num_tokens': w_sum}
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict]:
+    def eval_step(params: Any, batch: Batch) -> dict:
+        loss_sum, (_, w_sum) = _loss_sums(model, params, batch, jax.random.PRNGKey(0), 0.0, True)
+        return {'loss_sum': loss_sum, 'num_tokens': w_sum}
+    return eval_step
