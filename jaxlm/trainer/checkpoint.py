@@ -93,8 +93,9 @@ def restore_params(directory: str, abstract_params: Any) -> tuple[int, Any]:
     """Reads only the parameters of the latest checkpoint (no optimizer state), onto the shardings
     carried by `abstract_params`: what sampling and evaluation need."""
     directory = os.path.abspath(directory)
-    manager = ocp.CheckpointManager(directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(
+        directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(read_only=True))
     step = manager.latest_step()
     if step is None:
         raise CheckpointError(f'no checkpoint in {directory}')
