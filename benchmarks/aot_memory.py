@@ -57,7 +57,11 @@ def model_config(name: str, args: argparse.Namespace,
     cfg = importlib.import_module(f'experiments.{name}').get_config()
     cfg.mesh.update(**mesh)
     cfg.data.seq_len = args.seq_len
-    cfg.model.max_seq_len = max(cfg.model.max_seq_len, args.seq_len)
+    if args.seq_len > cfg.model.max_seq_len:
+        # RoPE models just run longer; a learned position table grows (the count changes).
+        print(f'  note: {name}: max_seq_len {cfg.model.max_seq_len} raised to {args.seq_len}'
+              + (' (learned positions: +params)' if cfg.model.positions == 'learned' else ''))
+        cfg.model.max_seq_len = args.seq_len
     cfg.data.global_batch_size = args.batch * mesh['data'] * mesh['fsdp']
     cfg.optimizer.grad_accum_steps = 1
     if args.remat:

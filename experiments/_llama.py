@@ -7,7 +7,7 @@ def llama_config(**model):
     c = default_config()
     c.model.update(norm='rmsnorm', norm_eps=1e-5, mlp='swiglu', positions='rope',
                    use_bias=False, tie_embeddings=False,
-                   remat_policy='dots_with_no_batch_dims_saveable')
+                   remat_policy='save_dots_except_mlp')
     c.model.update(**model)
     c.data.corpus = 'text_corpus_mix'
     c.data.seq_len = c.model.max_seq_len

@@ -9,7 +9,7 @@ def get_config():
     c.model.update(vocab_size=50257, num_layers=12, d_model=768, num_heads=12, num_kv_heads=12,
                    head_dim=64, mlp_dim=3072, max_seq_len=1024, norm='layernorm',
                    norm_eps=1e-5, mlp='gelu', positions='learned', tie_embeddings=True,
-                   use_bias=True, remat_policy='dots_with_no_batch_dims_saveable')
+                   use_bias=True, remat_policy='save_dots_except_mlp')
     c.data.seq_len = 1024
     c.data.global_batch_size = 512
     c.data.corpus = 'text_corpus_mix'

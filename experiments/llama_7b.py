@@ -9,4 +9,5 @@ def get_config():
                      head_dim=128, mlp_dim=11008, max_seq_len=4096, rope_theta=10000.0)
     c.data.global_batch_size = 1024
     c.mesh.update(data=1, fsdp=-1, tensor=1)
+    c.model.remat_policy = 'full'  # MaxText's default at this size: activations dominate memory
     return c

@@ -96,3 +96,16 @@ def test_tiny_variants():
         tiny.get_config('nope')
     assert 300_000 <= count_params(TransformerConfig.from_config(tiny.get_config().model)) \
         <= 2_000_000
+
+
+def test_indivisible_sharded_dimension_is_a_config_error():
+    import jax
+
+    from jaxlm.trainer.loop import compile_training
+
+    cfg = importlib.import_module('experiments.gpt2_124m').get_config()
+    cfg.mesh.update(data=1, fsdp=4, tensor=2)
+    cfg.data.update(seq_len=64, global_batch_size=8)
+    cfg.model.num_layers = 1
+    with pytest.raises(ConfigError, match=r'`vocab`.*50257'):
+        compile_training(cfg, jax.devices(), validate(cfg, 8))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.layers.dense import DenseGeneral, Dtype
+from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.norms import RMSNorm
 from jaxlm.layers.positions import rope
 from jaxlm.sharding import constrain
@@ -42,8 +43,9 @@ class Attention(nn.Module):
                  deterministic: bool) -> jax.Array:
         h, k, dh = self.num_heads, self.num_kv_heads, self.head_dim
         proj = lambda n, axes, name: DenseGeneral(  # noqa: E731
-            (n, dh), ('embed', axes, 'head_dim'), use_bias=self.use_bias,
-            init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+            (n, dh), ('embed', axes, 'head_dim'), activation_name=f'{name}_proj',
+            use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
+            param_dtype=self.param_dtype, name=name)
         q_BxLxHxDh = proj(h, 'heads', 'query')(x_BxLxD)
         k_BxLxKxDh = proj(k, 'kv_heads', 'key')(x_BxLxD)
         v_BxLxKxDh = proj(k, 'kv_heads', 'value')(x_BxLxD)
@@ -62,16 +64,16 @@ class Attention(nn.Module):
 
         b, length = q_BxLxHxDh.shape[:2]
         q_BxLxKxGxDh = q_BxLxHxDh.reshape(b, length, k, h // k, dh)
-        scores_BxKxGxLxL = jnp.einsum('blkgd,bskd->bkgls', q_BxLxKxGxDh, k_BxLxKxDh,
-                                      preferred_element_type=jnp.float32) * dh ** -0.5
+        scores_BxKxGxLxL = einsum_f32('blkgd,bskd->bkgls', q_BxLxKxGxDh, k_BxLxKxDh,
+                                      jnp.float32) * dh ** -0.5
         scores_BxKxGxLxL = jnp.where(attention_mask(segment_ids_BxL), scores_BxKxGxLxL, _MASKED)
         probs = jax.nn.softmax(scores_BxKxGxLxL, axis=-1).astype(self.dtype)
         probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
-        out_BxLxKxGxDh = jnp.einsum('bkgls,bskd->blkgd', probs, v_BxLxKxDh,
-                                    preferred_element_type=jnp.float32).astype(self.dtype)
+        out_BxLxKxGxDh = einsum_f32('bkgls,bskd->blkgd', probs, v_BxLxKxDh, self.dtype)
         out_BxLxHxDh = constrain(out_BxLxKxGxDh.reshape(b, length, h, dh),
                                  ('batch', 'length', 'heads', 'head_dim'))
         out = DenseGeneral((x_BxLxD.shape[-1],), ('heads', 'head_dim', 'embed'), num_contract=2,
-                           use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
+                           activation_name='attention_out', use_bias=self.use_bias,
+                           init_std=self.init_std, dtype=self.dtype,
                            param_dtype=self.param_dtype, name='out')(out_BxLxHxDh)
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.layers.dense import Dtype
+from jaxlm.layers.matmul import einsum_f32
 from jaxlm.sharding import constrain
 
 
@@ -32,5 +33,5 @@ class Embed(nn.Module):
 
     def attend(self, x_BxLxD: jax.Array) -> jax.Array:
         """Logits against the same table (tied embeddings), accumulated in float32."""
-        return jnp.einsum('bld,vd->blv', x_BxLxD.astype(self.dtype),
-                          self.embedding.astype(self.dtype), preferred_element_type=jnp.float32)
+        return einsum_f32('bld,vd->blv', x_BxLxD.astype(self.dtype),
+                          self.embedding.astype(self.dtype), jnp.float32)

@@ -22,8 +22,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
         dense = lambda feats, axes, name: DenseGeneral(  # noqa: E731
-            (feats,), axes, use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=name)
+            (feats,), axes, activation_name=f'mlp_{name}', use_bias=self.use_bias,
+            init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
         d = x_BxLxD.shape[-1]
         if self.kind == 'swiglu':
             gate = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BxLxD)

@@ -15,15 +15,23 @@ import jax.numpy as jnp
 
 from jaxlm.layers.attention import Attention
 from jaxlm.layers.embeddings import Embed
+from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
 from jaxlm.layers.positions import sinusoidal
 from jaxlm.sharding import constrain
 
+# Which activations of a block the backward pass keeps; the rest it recomputes. Matmul outputs
+# are named (DenseGeneral.activation_name) so what is kept is the bf16 result the next layer
+# reads, not an f32 accumulator (MaxText's named-remat approach).
+_QKV = ('query_proj', 'key_proj', 'value_proj')
+_ATTENTION = _QKV + ('attention_out',)
+_MLP = ('mlp_gate', 'mlp_up', 'mlp_down')
 _REMAT_POLICIES = {
-    'full': None,  # save nothing, recompute the block in the backward pass
-    'dots_saveable': jax.checkpoint_policies.dots_saveable,
-    'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'save_dots': jax.checkpoint_policies.save_only_these_names(*_ATTENTION, *_MLP),
+    'save_dots_except_mlp': jax.checkpoint_policies.save_only_these_names(*_ATTENTION),
+    'save_qkv_proj': jax.checkpoint_policies.save_only_these_names(*_QKV),
 }
 
 
@@ -128,8 +136,7 @@ class Transformer(nn.Module):
             kernel = self.param('lm_head', nn.with_logical_partitioning(
                 nn.initializers.normal(c.init_std), ('embed', 'vocab')),
                 (c.d_model, c.vocab_size), c.param_dtype)
-            logits = jnp.einsum('bld,dv->blv', x_BxLxD, kernel.astype(c.dtype),
-                                preferred_element_type=jnp.float32)
+            logits = einsum_f32('bld,dv->blv', x_BxLxD, kernel.astype(c.dtype), jnp.float32)
         return constrain(logits, ('batch', 'length', 'vocab'))
 
 

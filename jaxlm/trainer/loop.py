@@ -28,6 +28,7 @@ from jaxlm.trainer.checkpoint import Checkpointer
 from jaxlm.trainer.optim import make_optimizer, make_schedule
 from jaxlm.trainer.state import (
     abstract_state,
+    check_divisible,
     init_state,
     state_shardings,
     with_shardings,
@@ -67,6 +68,7 @@ def compile_training(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Devic
     tx = make_optimizer(cfg.optimizer)
     seq_len = cfg.data.seq_len
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        check_divisible(model, mesh, rules, seq_len)
         state_sh = state_shardings(model, tx, mesh, rules, seq_len)
         batch_sh = sharding.batch_sharding(mesh, rules)
         abstract = with_shardings(abstract_state(model, tx, seq_len), state_sh)

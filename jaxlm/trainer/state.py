@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -68,7 +69,32 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
 
 def param_abstract(model: nn.Module, seq_len: int, sharding: Any) -> Any:
     """Unboxed parameter shapes, all placed on one sharding (e.g. a single device)."""
-    shapes = nn.unbox(jax.eval_shape(
-        lambda: _init_boxed_params(model, jax.random.key(0), seq_len)))
+    shapes = jax.eval_shape(lambda: nn.unbox(_init_boxed_params(model, jax.random.key(0),
+                                                                seq_len)))
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
                         shapes)
+
+
+def check_divisible(model: nn.Module, mesh: Mesh, rules: Rules, seq_len: int) -> None:
+    """Every sharded parameter dim must split evenly over its mesh axes (XLA would otherwise fail
+    deep inside compilation); the error names the parameter, its logical axis and the rule."""
+    from jaxlm.config import ConfigError  # noqa: PLC0415 (config imports nothing from here)
+
+    logical = param_logical_specs(model, seq_len)
+    shapes = jax.eval_shape(lambda: nn.unbox(_init_boxed_params(model, jax.random.key(0),
+                                                                seq_len)))
+    shardings = logical_to_sharding(logical, mesh, rules)
+
+    def check(path: tuple[Any, ...], shape: Any, names: Any, sh: NamedSharding) -> None:
+        for dim, (size, name, axes) in enumerate(zip(shape.shape, names, sh.spec, strict=False)):
+            axes = axes if isinstance(axes, tuple) else (axes,)
+            parts = int(np.prod([mesh.shape[a] for a in axes if a is not None]))
+            if size % parts:
+                raise ConfigError(
+                    f'parameter {jax.tree_util.keystr(path)} dim {dim} (logical axis `{name}`, '
+                    f'size {size}) is not divisible by mesh axes {axes} = {parts}: change '
+                    f'`logical_axis_rules` for `{name}`, the mesh, or the model size '
+                    f'(e.g. pad `model.vocab_size` to a multiple of {parts * 64})')
+
+    jax.tree_util.tree_map_with_path(check, shapes, logical, shardings,
+                                     is_leaf=lambda x: isinstance(x, P))

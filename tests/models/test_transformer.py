@@ -115,7 +115,7 @@ def test_bf16_compute_keeps_fp32_params_and_logits():
     np.testing.assert_allclose(logits, ref, atol=0.1)  # bf16 rounding, not a different model
 
 
-@pytest.mark.parametrize('policy', ['full', 'dots_saveable', 'dots_with_no_batch_dims_saveable'])
+@pytest.mark.parametrize('policy', ['full', 'save_dots', 'save_dots_except_mlp', 'save_qkv_proj'])
 def test_remat_changes_memory_not_math(policy):
     model, params, tokens = _init(BASE)
     remat = Transformer(dataclasses.replace(BASE, remat_policy=policy))
