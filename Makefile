@@ -35,11 +35,11 @@ demo: $(VENV)/.core
 
 # CI=true: the full suite, strict. The suite sets 8 simulated CPU devices itself (conftest.py).
 test: $(VENV)/.all
-	$(VENV)/bin/ruff check jaxlm experiments benchmarks tests data_pipelines
+	$(VENV)/bin/ruff check jaxlm experiments benchmarks tests data_pipelines notebooks
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 lint: $(VENV)/.all
-	$(VENV)/bin/ruff check jaxlm experiments benchmarks tests data_pipelines
+	$(VENV)/bin/ruff check jaxlm experiments benchmarks tests data_pipelines notebooks
 
 clean:
 	rm -rf $(VENV) runs

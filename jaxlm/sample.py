@@ -19,8 +19,8 @@ flags.mark_flag_as_required('workdir')
 
 def main(argv: list[str]) -> None:
     del argv
-    for name in ('absl', 'jax._src.xla_bridge'):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ('absl', 'jax._src.xla_bridge'):  # orbax warns that a read-only manager is one
+        logging.getLogger(name).setLevel(logging.ERROR)
     import jax  # noqa: PLC0415
     import ml_collections  # noqa: PLC0415
 
