@@ -1,0 +1,34 @@
+"""The benchmark scripts still run (smoke only: their figures are read by people, not asserted).
+
+train_throughput asserts on its own that the PyTorch baseline has jaxlm's parameter count and
+the same initial loss on jaxlm's weights, so this also guards the like-for-like comparison.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, tmp_path):
+    out_json = tmp_path / 'out.json'
+    env = {**os.environ, 'PYTHONPATH': REPO}
+    env.pop('XLA_FLAGS', None)  # the scripts choose their own device count
+    out = subprocess.run([sys.executable, *args, '--json', str(out_json)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout, json.loads(out_json.read_text())
+
+
+def test_train_throughput_against_torch(tmp_path):
+    stdout, _ = _run(['benchmarks/train_throughput.py', '--configs', 'tiny', '--steps', '2',
+                      '--warmup', '0', '--rounds', '1', '--no-torch-compile'], tmp_path)
+    assert 'parity: initial loss' in stdout and 'ratio jaxlm / torch eager' in stdout
+
+
+def test_aot_memory_of_a_large_config(tmp_path):
+    stdout, _ = _run(['benchmarks/aot_memory.py', '--models', 'llama_125m', '--seq_len', '256'],
+                     tmp_path)
+    assert '| llama_125m |' in stdout
