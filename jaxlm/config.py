@@ -90,6 +90,13 @@ def default_config() -> ml_collections.ConfigDict:
     d.num_workers = 0
     d.tokenizer = ml_collections.ConfigDict(dict(kind='sentencepiece', vocab_size=512, path=''))
 
+    # Benchmark tasks (jaxlm.evaluation) run at every eval step beside eval_loss; '' = none.
+    e = c.eval = ml_collections.ConfigDict()
+    e.tasks = ''  # comma-separated registry names, e.g. 'hellaswag,arc_easy'
+    e.limit = 0  # documents per task (0 = all)
+    e.num_fewshot = -1  # -1 = each task's default
+    e.batch_size = 16
+
     o = c.optimizer = ml_collections.ConfigDict()
     o.learning_rate = 3e-3
     o.schedule = 'cosine'
@@ -171,6 +178,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
         'model.mlp_dim': m.mlp_dim, 'model.max_seq_len': m.max_seq_len,
         'data.seq_len': d.seq_len, 'data.global_batch_size': d.global_batch_size,
         'data.num_eval_batches': d.num_eval_batches,
+        'eval.batch_size': cfg.eval.batch_size,
         'optimizer.grad_accum_steps': o.grad_accum_steps,
         'optimizer.decay_steps': o.decay_steps,
     }

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by jaxlm.train.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None,
+    'A checkpoints directory (its latest step) or one step directory in it '
+    '(default: WORKDIR/checkpoints).')
 _PROMPT = flags.DEFINE_multi_string('prompt', ['\n'], 'Prompt text (repeat for a batch).')
 _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 100, 'Tokens to generate per prompt.')
 _TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 = greedy.')
 _TOP_K = flags.DEFINE_integer('top_k', 40, '0 = no top-k filtering.')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling mass; 1.0 = no top-p filtering.')
+_USE_CACHE = flags.DEFINE_bool('use_cache', True,
+                               'KV-cache decoding (--nouse_cache: recompute all tokens per step).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 flags.mark_flag_as_required('workdir')
 
@@ -21,30 +26,20 @@ def main(argv: list[str]) -> None:
     del argv
     for name in ('absl', 'jax._src.xla_bridge'):  # orbax warns that a read-only manager is one
         logging.getLogger(name).setLevel(logging.ERROR)
-    import jax  # noqa: PLC0415
-    import ml_collections  # noqa: PLC0415
-
-    from jaxlm.data.grain_pipeline import tokenizer_only  # noqa: PLC0415
     from jaxlm.inference.decode import generate  # noqa: PLC0415
-    from jaxlm.trainer.checkpoint import restore_params  # noqa: PLC0415
-    from jaxlm.trainer.loop import build_model  # noqa: PLC0415
-    from jaxlm.trainer.state import param_abstract  # noqa: PLC0415
+    from jaxlm.inference.load import load_run  # noqa: PLC0415
 
-    config_path = os.path.join(_WORKDIR.value, 'config.json')
-    if not os.path.exists(config_path):
-        raise SystemExit(f'{config_path} not found: is --workdir a jaxlm.train run directory?')
-    with open(config_path) as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
-    model = build_model(cfg)
-    tokenizer = tokenizer_only(cfg.data)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    step, params = restore_params(os.path.join(_WORKDIR.value, 'checkpoints'),
-                                  param_abstract(model, cfg.data.seq_len, device))
+    try:
+        run = load_run(_WORKDIR.value, _CHECKPOINT.value)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    model, params, tokenizer, step = run.model, run.params, run.tokenizer, run.step
     prompts = [[tokenizer.bos_id] + tokenizer.encode(p) for p in _PROMPT.value]
     outs = generate(model, params, prompts, max_new_tokens=_MAX_NEW.value,
-                    temperature=_TEMPERATURE.value, top_k=_TOP_K.value, seed=_SEED.value,
-                    eos_id=tokenizer.eos_id)
-    print(f'# step {step}, temperature {_TEMPERATURE.value}, top_k {_TOP_K.value}')
+                    temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+                    seed=_SEED.value, eos_id=tokenizer.eos_id, use_cache=_USE_CACHE.value)
+    print(f'# step {step}, temperature {_TEMPERATURE.value}, top_k {_TOP_K.value}, '
+          f'top_p {_TOP_P.value}')
     for prompt, out in zip(_PROMPT.value, outs, strict=True):
         print(f'--- prompt: {prompt!r}\n{prompt}{tokenizer.decode(out)}')
 

@@ -28,8 +28,13 @@ def main(argv: list[str]) -> None:
     maybe_initialize()
     from jaxlm.trainer.loop import train  # noqa: PLC0415
 
+    cfg, hook = _CONFIG.value, None
+    if cfg.eval.tasks:
+        from jaxlm.evaluation.periodic import make_eval_hook  # noqa: PLC0415
+
+        hook = make_eval_hook(cfg)
     try:
-        train(_CONFIG.value, _WORKDIR.value)
+        train(cfg, _WORKDIR.value, eval_hook=hook)
     except ConfigError as e:
         raise SystemExit(f'config error: {e}') from None
 

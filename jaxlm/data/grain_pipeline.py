@@ -58,7 +58,7 @@ def _holdout_score(index: int, doc: str) -> float:
     return int.from_bytes(digest[:8], "little") / 2.0**64
 
 
-def _load_documents(data_cfg: Any) -> tuple[list[str], list[str], dict]:
+def load_documents(data_cfg: Any) -> tuple[list[str], list[str], dict]:
     """Reads the corpus and splits it by document into (train, eval, stats)."""
     paths = sources.resolve_corpus(
         data_cfg.corpus, data_cfg.data_dir or None, data_cfg.cache_dir or None
@@ -108,7 +108,7 @@ def _make_tokenizer(
 
 def tokenizer_only(data_cfg: Any) -> tokenizers.Tokenizer:
     """The tokenizer `build_pipeline(data_cfg, ...)` uses, without building batches."""
-    return _make_tokenizer(data_cfg, lambda: _load_documents(data_cfg)[0])
+    return _make_tokenizer(data_cfg, lambda: load_documents(data_cfg)[0])
 
 
 def _chunk(
@@ -177,7 +177,7 @@ def build_pipeline(
         )
     batch = global_batch // process_count
 
-    train_docs, eval_docs, stats = _load_documents(data_cfg)
+    train_docs, eval_docs, stats = load_documents(data_cfg)
     tokenizer = _make_tokenizer(data_cfg, lambda: train_docs)
     train_src, stats["train_tokens"] = _chunk(train_docs, tokenizer, seq_len)
     eval_src, stats["eval_tokens"] = _chunk(eval_docs, tokenizer, seq_len)

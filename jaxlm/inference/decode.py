@@ -1,11 +1,25 @@
-"""Autoregressive sampling by full recomputation (jitted once per buffer shape).
+"""Autoregressive generation: prefill + KV-cache decoding, and the full-recompute reference.
 
-Each new token re-runs the model over the whole buffer: O(length^2) work, fine for the demo and
-for checking a KV-cache decoder against, which is the next step for serving.
+`generate(..., use_cache=True)` left-pads the batch of prompts to a bucketed length, prefills
+them in one call (each row at its own true positions 0..n-1, padding at position -1, which the
+cache mask skips), then decodes one token per step for every row inside a `jax.lax.while_loop`
+in the same jit. Prompt and cache lengths are rounded up to powers of two (capped at the model's
+max_seq_len), and the step count is a traced value, so prompts of other lengths and other
+max_new_tokens reuse the compiled code of their bucket. The loop stops early once every row has
+produced an end token (`eos_id` or one of `stop_token_ids`).
+
+`use_cache=False` re-runs the model over the whole buffer for every new token (O(length^2)); it
+is kept as the reference the cached path is tested against.
+
+Pass `mesh` (and `rules`, default the project's) to run on a device mesh: parameters, cache and
+activations are then sharded by the same logical axis rules as training (the batch is padded up
+to a multiple of the batch-sharding degree).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,51 +28,273 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm.models.transformer import init_cache
 
-def sample_logits(logits_BxV: jax.Array, key: jax.Array, temperature: float,
-                  top_k: int) -> jax.Array:
-    """Greedy when temperature == 0, else softmax(logits / T) restricted to the top k (k=0: all)."""
+_MIN_BUCKET = 16
+
+
+def top_p_filter(logits_BxV: jax.Array, top_p: float) -> jax.Array:
+    """Nucleus filtering: keeps the smallest set of most likely tokens whose probabilities sum
+    to >= top_p (always at least the most likely one); the rest get -inf."""
+    if top_p >= 1.0:
+        return logits_BxV
+    probs_BxV = jax.nn.softmax(logits_BxV.astype(jnp.float32), axis=-1)
+    sorted_BxV = -jnp.sort(-probs_BxV, axis=-1)  # descending
+    before_BxV = jnp.cumsum(sorted_BxV, axis=-1) - sorted_BxV  # mass strictly before each token
+    keep_sorted = before_BxV < top_p
+    # The smallest probability still kept; ties with it are kept too.
+    threshold_Bx1 = jnp.min(jnp.where(keep_sorted, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(probs_BxV >= threshold_Bx1, logits_BxV, -jnp.inf)
+
+
+def sample_logits(logits_BxV: jax.Array, key: jax.Array, temperature: float, top_k: int,
+                  top_p: float = 1.0) -> jax.Array:
+    """Greedy when temperature == 0, else softmax(logits / T) restricted to the top k (k=0: all)
+    and then to the nucleus of mass top_p (1.0: all)."""
     if temperature == 0.0:
         return jnp.argmax(logits_BxV, axis=-1)
     logits_BxV = logits_BxV / temperature
     if top_k > 0:
         kth = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
         logits_BxV = jnp.where(logits_BxV < kth, -jnp.inf, logits_BxV)
+    logits_BxV = top_p_filter(logits_BxV, top_p)
     return jax.random.categorical(key, logits_BxV, axis=-1)
 
 
-def generate(model: nn.Module, params: Any, prompts: Sequence[Sequence[int]], *,
-             max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, seed: int = 0,
-             eos_id: int | None = None) -> list[list[int]]:
-    """Continues each prompt (prompts may differ in length); returns only the new tokens, cut at
-    the first `eos_id`."""
+def bucket_length(n: int, cap: int) -> int:
+    """n rounded up to a power of two (at least 16); capped at `cap` when n <= cap."""
+    b = max(_MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+    return min(b, cap) if n <= cap else b
+
+
+def _check(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> np.ndarray:
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError('every prompt needs at least one token (e.g. BOS)')
+    if max_new_tokens < 1:
+        raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
     lengths = np.array([len(p) for p in prompts], np.int32)
     total = int(lengths.max()) + max_new_tokens
     max_len = model.cfg.max_seq_len
     if total > max_len and model.cfg.positions == 'learned':
-        raise ValueError(f'prompt + max_new_tokens = {total} exceeds model.max_seq_len {max_len}')
+        raise ValueError(f'prompt + max_new_tokens = {total} exceeds model.max_seq_len {max_len} '
+                         '(learned position embeddings have no entry beyond it)')
+    return lengths
+
+
+def _stop_array(eos_id: int | None, stop_token_ids: Sequence[int] | None) -> np.ndarray:
+    ids = ([] if eos_id is None else [eos_id]) + list(stop_token_ids or [])
+    return np.array(ids or [-1], np.int32)  # -1 never matches a token
+
+
+def _cut(tokens: Sequence[int], stop_ids: np.ndarray,
+         stop_sequences: Sequence[Sequence[int]] | None) -> list[int]:
+    """Tokens up to (not including) the first stop token or stop sequence."""
+    tokens = list(tokens)
+    end = len(tokens)
+    for i, t in enumerate(tokens):
+        if t in stop_ids:
+            end = i
+            break
+    for seq in stop_sequences or []:
+        n = len(seq)
+        for i in range(0, end - n + 1):
+            if tokens[i:i + n] == list(seq):
+                end = i
+                break
+    return tokens[:end]
+
+
+# ---------------------------------------------------------------------------------- KV cache
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_decoder(model: nn.Module, temperature: float, top_k: int, top_p: float,
+                    with_logits: bool, cache_len: int, mesh: Any, rules: Any) -> Any:
+    """One jitted prefill + while_loop decode per (model, sampling settings, cache bucket, mesh
+    and rules: the logical constraints are baked in when tracing); jit specialises it further
+    per (batch, prompt bucket) shape."""
+    del mesh, rules  # only part of the cache key
+    cfg = model.cfg
+
+    @jax.jit
+    def run(params: Any, tokens_BxP: jax.Array, lengths_B: jax.Array, key: jax.Array,
+            max_new: jax.Array, stop_ids: jax.Array):
+        b, p = tokens_BxP.shape
+        steps = cache_len - p + 1  # static size of the output buffer (>= max_new)
+        # Left padding: row i's prompt fills slots p - n_i .. p - 1 at positions 0 .. n_i - 1.
+        positions_BxP = jnp.arange(p)[None] - (p - lengths_B)[:, None]
+        positions_BxP = jnp.where(positions_BxP >= 0, positions_BxP, -1)
+        cache = init_cache(cfg, b, cache_len)
+        logits, cache = model.apply({'params': params}, tokens_BxP, positions_BxL=positions_BxP,
+                                    cache=cache, last_only=True)
+        logits_BxV = logits[:, -1]
+        tok_B = sample_logits(logits_BxV, jax.random.fold_in(key, 0), temperature, top_k,
+                              top_p).astype(jnp.int32)
+        out_BxN = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(tok_B)
+        logits_BxNxV = (jnp.zeros((b, steps, cfg.vocab_size), jnp.float32)
+                        .at[:, 0].set(logits_BxV) if with_logits else None)
+        done_B = jnp.isin(tok_B, stop_ids)
+
+        def cond(state):
+            i, _, _, done_B, _, _ = state
+            return (i < max_new) & ~jnp.all(done_B)
+
+        def body(state):
+            i, tok_B, cache, done_B, out_BxN, logits_BxNxV = state
+            logits, cache = model.apply({'params': params}, tok_B[:, None],
+                                        positions_BxL=(lengths_B + i - 1)[:, None], cache=cache)
+            logits_BxV = logits[:, -1]
+            tok_B = sample_logits(logits_BxV, jax.random.fold_in(key, i), temperature, top_k,
+                                  top_p).astype(jnp.int32)
+            out_BxN = out_BxN.at[:, i].set(tok_B)
+            if logits_BxNxV is not None:
+                logits_BxNxV = logits_BxNxV.at[:, i].set(logits_BxV)
+            return i + 1, tok_B, cache, done_B | jnp.isin(tok_B, stop_ids), out_BxN, logits_BxNxV
+
+        state = (jnp.ones((), jnp.int32), tok_B, cache, done_B, out_BxN, logits_BxNxV)
+        _, _, _, _, out_BxN, logits_BxNxV = jax.lax.while_loop(cond, body, state)
+        return out_BxN, logits_BxNxV
+
+    return run
+
+
+def _mesh_context(mesh: Any, rules: Any) -> contextlib.AbstractContextManager:
+    if mesh is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(mesh))
+    stack.enter_context(nn.logical_axis_rules(rules))
+    return stack
+
+
+def _batch_multiple(mesh: Any, rules: Any) -> int:
+    """How many shards the 'batch' logical axis is split into on `mesh`."""
+    if mesh is None:
+        return 1
+    spec = nn.logical_to_mesh_axes(('batch',), rules)[0]
+    axes = () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+    return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+
+
+def _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+                stop_ids, with_logits, mesh, rules):
+    lengths = _check(model, prompts, max_new_tokens)
+    cap = model.cfg.max_seq_len
+    max_prompt = int(lengths.max())
+    prompt_len = bucket_length(max_prompt, cap)
+    slots = max_prompt + max_new_tokens - 1  # the last token is sampled, never fed back
+    if prompt_len + max_new_tokens - 1 > cap >= slots:  # keep the cache within max_seq_len
+        prompt_len = cap - max_new_tokens + 1
+    cache_len = bucket_length(prompt_len + max_new_tokens - 1, cap)
+    n = len(prompts)
+    if mesh is not None:
+        if rules is None:
+            from jaxlm.config import DEFAULT_LOGICAL_AXIS_RULES  # noqa: PLC0415
+            rules = DEFAULT_LOGICAL_AXIS_RULES
+        rules = tuple((name, tuple(a) if isinstance(a, list) else a) for name, a in rules)
+    else:
+        rules = None
+    with _mesh_context(mesh, rules):
+        mult = _batch_multiple(mesh, rules)
+        rows = -(-n // mult) * mult  # padding rows: a 1-token prompt, output dropped
+        buf = np.zeros((rows, prompt_len), np.int32)
+        row_lengths = np.ones((rows,), np.int32)
+        for i, p in enumerate(prompts):
+            buf[i, prompt_len - len(p):] = p
+            row_lengths[i] = len(p)
+        run = _cached_decoder(model, float(temperature), int(top_k), float(top_p), with_logits,
+                              cache_len, mesh, rules)
+        out, logits = run(params, jnp.asarray(buf), jnp.asarray(row_lengths),
+                          jax.random.PRNGKey(seed), jnp.asarray(max_new_tokens, jnp.int32),
+                          jnp.asarray(stop_ids))
+        out = np.asarray(out)[:n, :max_new_tokens]
+        logits = None if logits is None else np.asarray(logits)[:n, :max_new_tokens]
+    return out, logits
+
+
+# ------------------------------------------------------------------------- full recompute
+
+
+@functools.lru_cache(maxsize=64)
+def _full_decoder(model: nn.Module, temperature: float, top_k: int, top_p: float,
+                  with_logits: bool, max_new_tokens: int) -> Any:
+    vocab = model.cfg.vocab_size
+
+    @jax.jit
+    def run(params: Any, buf: jax.Array, lengths: jax.Array, key: jax.Array):
+        rows = jnp.arange(buf.shape[0])
+
+        def body(t, state):
+            buf, logits_buf = state
+            logits = model.apply({'params': params}, buf)[:, t - 1]
+            nxt = sample_logits(logits, jax.random.fold_in(key, t), temperature, top_k, top_p)
+            keep_prompt = t < lengths
+            buf = buf.at[:, t].set(jnp.where(keep_prompt, buf[:, t], nxt.astype(buf.dtype)))
+            if logits_buf is not None:  # logits of new token t - length (if it is one)
+                step = t - lengths
+                ok = (step >= 0) & (step < max_new_tokens)
+                step = jnp.clip(step, 0, max_new_tokens - 1)
+                logits_buf = logits_buf.at[rows, step].set(
+                    jnp.where(ok[:, None], logits, logits_buf[rows, step]))
+            return buf, logits_buf
+
+        logits_buf = (jnp.zeros((buf.shape[0], max_new_tokens, vocab), jnp.float32)
+                      if with_logits else None)
+        return jax.lax.fori_loop(jnp.min(lengths), buf.shape[1], body, (buf, logits_buf))
+
+    return run
+
+
+def _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+              with_logits):
+    lengths = _check(model, prompts, max_new_tokens)
+    total = int(lengths.max()) + max_new_tokens
     buf = np.zeros((len(prompts), total), np.int32)
     for i, p in enumerate(prompts):
         buf[i, :len(p)] = p
+    run = _full_decoder(model, float(temperature), int(top_k), float(top_p), with_logits,
+                        max_new_tokens)
+    out, logits = run(params, jnp.asarray(buf), jnp.asarray(lengths), jax.random.PRNGKey(seed))
+    out = np.asarray(out)
+    out = np.stack([out[i, n:n + max_new_tokens] for i, n in enumerate(lengths)])
+    return out, None if logits is None else np.asarray(logits)
 
-    start = int(lengths.min())
 
-    @jax.jit
-    def run(params: Any, buf: jax.Array, lengths: jax.Array, key: jax.Array) -> jax.Array:
-        def body(t, buf):
-            logits = model.apply({'params': params}, buf)[:, t - 1]
-            nxt = sample_logits(logits, jax.random.fold_in(key, t), temperature, top_k)
-            keep_prompt = t < lengths
-            return buf.at[:, t].set(jnp.where(keep_prompt, buf[:, t], nxt.astype(buf.dtype)))
-        return jax.lax.fori_loop(start, total, body, buf)
+# -------------------------------------------------------------------------------- public API
 
-    out = np.asarray(run(params, jnp.asarray(buf), jnp.asarray(lengths), jax.random.PRNGKey(seed)))
-    result = []
-    for i, n in enumerate(lengths):
-        new = out[i, n:n + max_new_tokens].tolist()
-        if eos_id is not None and eos_id in new:
-            new = new[:new.index(eos_id)]
-        result.append(new)
-    return result
+
+def generate_with_logits(model: nn.Module, params: Any, prompts: Sequence[Sequence[int]], *,
+                         max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+                         top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
+                         mesh: Any = None, rules: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly `max_new_tokens` new tokens per prompt (no stopping) and the float32 logits each
+    was sampled from: arrays [batch, max_new_tokens] and [batch, max_new_tokens, vocab]."""
+    if use_cache:
+        return _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
+                           seed, _stop_array(None, None), True, mesh, rules)
+    return _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+                     True)
+
+
+def generate(model: nn.Module, params: Any, prompts: Sequence[Sequence[int]], *,
+             max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, seed: int = 0,
+             eos_id: int | None = None, top_p: float = 1.0,
+             stop_token_ids: Sequence[int] | None = None,
+             stop_sequences: Sequence[Sequence[int]] | None = None, use_cache: bool = True,
+             mesh: Any = None, rules: Any = None) -> list[list[int]]:
+    """Continues each prompt (prompts may differ in length); returns only the new tokens, cut
+    before the first `eos_id`, any of `stop_token_ids`, or the first occurrence of any token
+    sequence in `stop_sequences` (text-level stop strings are the caller's job).
+
+    temperature 0 is greedy; otherwise top_k (0: off) then top_p (1.0: off) filter the
+    distribution. A given seed gives the same tokens every time. use_cache=False is the slow
+    full-recompute reference path."""
+    stop_ids = _stop_array(eos_id, stop_token_ids)
+    if use_cache:
+        out, _ = _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
+                             seed, stop_ids, False, mesh, rules)
+    else:
+        out, _ = _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
+                           seed, False)
+    real_stops = stop_ids[stop_ids >= 0]
+    return [_cut(row.tolist(), real_stops, stop_sequences) for row in out]

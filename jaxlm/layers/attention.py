@@ -1,5 +1,11 @@
 """Causal self-attention with grouped query heads (MHA / GQA / MQA), packed-segment masking,
-optional RoPE and QK-norm. Scores and softmax run in float32."""
+optional RoPE and QK-norm. Scores and softmax run in float32.
+
+With a KV cache (incremental decoding) the layer writes this call's keys and values into the
+cache at slot `index` (the same slot for every row) and attends over every cache slot; the mask
+then comes from the position stored with each slot (-1 = empty or padding), so left- or
+right-padded rows of different lengths each see exactly their own tokens.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,24 @@ def attention_mask(segment_ids_BxL: jax.Array) -> jax.Array:
     return (causal[None] & same_doc)[:, None, None]
 
 
+def cached_attention_mask(query_positions_BxS: jax.Array,
+                          key_positions_BxT: jax.Array) -> jax.Array:
+    """[B, 1, 1, S, T] boolean for attention over a KV cache: a query at position p sees the
+    filled slots (position >= 0) holding positions <= p. Padding queries (position -1) see
+    nothing; their outputs are finite and unused."""
+    q = query_positions_BxS[:, :, None]
+    k = key_positions_BxT[:, None, :]
+    return ((k >= 0) & (k <= q))[:, None, None]
+
+
+def update_cache(cache_BxTxKxDh: jax.Array, new_BxSxKxDh: jax.Array,
+                 index: jax.Array) -> jax.Array:
+    """Writes `new` into slots [index, index + S) of every row."""
+    updated = jax.lax.dynamic_update_slice_in_dim(
+        cache_BxTxKxDh, new_BxSxKxDh.astype(cache_BxTxKxDh.dtype), index, axis=1)
+    return constrain(updated, ('batch', 'length', 'kv_heads', 'head_dim'))
+
+
 class Attention(nn.Module):
     num_heads: int
     num_kv_heads: int
@@ -40,7 +64,15 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array, positions_BxL: jax.Array,
-                 deterministic: bool) -> jax.Array:
+                 deterministic: bool, cache: dict[str, jax.Array] | None = None
+                 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+        """Without `cache`: causal attention within packed segments; returns the output.
+
+        With `cache` = {'key', 'value': [B, T, K, Dh] this layer's cache; 'index': scalar slot
+        of this call's first token; 'key_positions': [B, T] position held by each slot after
+        this call's write; 'query_positions': [B, S] this call's positions, -1 for padding}
+        (`segment_ids_BxL` is ignored, `positions_BxL` are the RoPE positions): returns
+        (output, {'key', 'value'} updated)."""
         h, k, dh = self.num_heads, self.num_kv_heads, self.head_dim
         proj = lambda n, axes, name: DenseGeneral(  # noqa: E731
             (n, dh), ('embed', axes, 'head_dim'), activation_name=f'{name}_proj',
@@ -62,11 +94,20 @@ class Attention(nn.Module):
         k_BxLxKxDh = constrain(k_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
         v_BxLxKxDh = constrain(v_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
 
+        new_cache = None
+        if cache is None:
+            mask = attention_mask(segment_ids_BxL)
+        else:  # keys/values become the whole cache: [B, T, K, Dh], T >= L
+            k_BxLxKxDh = update_cache(cache['key'], k_BxLxKxDh, cache['index'])
+            v_BxLxKxDh = update_cache(cache['value'], v_BxLxKxDh, cache['index'])
+            new_cache = {'key': k_BxLxKxDh, 'value': v_BxLxKxDh}
+            mask = cached_attention_mask(cache['query_positions'], cache['key_positions'])
+
         b, length = q_BxLxHxDh.shape[:2]
         q_BxLxKxGxDh = q_BxLxHxDh.reshape(b, length, k, h // k, dh)
         scores_BxKxGxLxL = einsum_f32('blkgd,bskd->bkgls', q_BxLxKxGxDh, k_BxLxKxDh,
                                       jnp.float32) * dh ** -0.5
-        scores_BxKxGxLxL = jnp.where(attention_mask(segment_ids_BxL), scores_BxKxGxLxL, _MASKED)
+        scores_BxKxGxLxL = jnp.where(mask, scores_BxKxGxLxL, _MASKED)
         probs = jax.nn.softmax(scores_BxKxGxLxL, axis=-1).astype(self.dtype)
         probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
         out_BxLxKxGxDh = einsum_f32('bkgls,bskd->blkgd', probs, v_BxLxKxDh, self.dtype)
@@ -76,4 +117,5 @@ class Attention(nn.Module):
                            activation_name='attention_out', use_bias=self.use_bias,
                            init_std=self.init_std, dtype=self.dtype,
                            param_dtype=self.param_dtype, name='out')(out_BxLxHxDh)
-        return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+        out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+        return out if new_cache is None else (out, new_cache)

@@ -2,6 +2,9 @@
 
 Layers are stacked with `nn.scan` so a 32-layer model compiles as fast as a 1-layer one; the
 stacked parameters carry a leading `layers` logical axis.
+
+Incremental decoding passes an explicit KV cache (`init_cache`) in and gets the updated one back,
+so `apply` stays pure: per-layer keys/values are scanned over together with the parameters.
 """
 
 from __future__ import annotations
@@ -74,23 +77,57 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array,
-                 positions_BxL: jax.Array) -> tuple[jax.Array, None]:
+    def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array | None,
+                 positions_BxL: jax.Array, cache_meta: dict[str, jax.Array] | None = None,
+                 layer_cache: dict[str, jax.Array] | None = None
+                 ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        """Training: returns (x, None). Decoding (`layer_cache` = this layer's {'key', 'value'},
+        `cache_meta` = the slot index and positions shared by all layers): (x, new layer cache)."""
         c = self.cfg
         norm = lambda name: make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias,  # noqa: E731
                                       dtype=c.dtype, param_dtype=c.param_dtype, name=name)
         h = norm('attention_norm')(x_BxLxD)
-        h = Attention(c.num_heads, c.num_kv_heads, c.head_dim, use_rope=c.positions == 'rope',
-                      rope_theta=c.rope_theta, qk_norm=c.qk_norm, norm_eps=c.norm_eps,
-                      use_bias=c.use_bias, dropout_rate=c.dropout_rate, init_std=c.init_std,
-                      dtype=c.dtype, param_dtype=c.param_dtype,
-                      name='attention')(h, segment_ids_BxL, positions_BxL, self.deterministic)
+        attention = Attention(c.num_heads, c.num_kv_heads, c.head_dim,
+                              use_rope=c.positions == 'rope', rope_theta=c.rope_theta,
+                              qk_norm=c.qk_norm, norm_eps=c.norm_eps, use_bias=c.use_bias,
+                              dropout_rate=c.dropout_rate, init_std=c.init_std, dtype=c.dtype,
+                              param_dtype=c.param_dtype, name='attention')
+        new_cache = None
+        if layer_cache is None:
+            h = attention(h, segment_ids_BxL, positions_BxL, self.deterministic)
+        else:
+            h, new_cache = attention(h, segment_ids_BxL, positions_BxL, self.deterministic,
+                                     cache={**layer_cache, **cache_meta})
         x_BxLxD = constrain(x_BxLxD + h, ('batch', 'length', 'act_embed'))
         h = norm('mlp_norm')(x_BxLxD)
         h = MLP(c.mlp, c.mlp_dim, use_bias=c.use_bias, dropout_rate=c.dropout_rate,
                 init_std=c.init_std, dtype=c.dtype, param_dtype=c.param_dtype,
                 name='mlp')(h, self.deterministic)
-        return constrain(x_BxLxD + h, ('batch', 'length', 'act_embed')), None
+        return constrain(x_BxLxD + h, ('batch', 'length', 'act_embed')), new_cache
+
+
+# Logical axes of the decoding cache (`init_cache`): keys/values shard like activations.
+CACHE_LOGICAL_AXES = {
+    'key': ('layers', 'batch', 'length', 'kv_heads', 'head_dim'),
+    'value': ('layers', 'batch', 'length', 'kv_heads', 'head_dim'),
+    'positions': ('batch', 'length'),
+    'index': (),
+}
+
+
+def init_cache(cfg: TransformerConfig, batch: int, length: int) -> dict[str, jax.Array]:
+    """An empty KV cache of `length` slots: 'key'/'value' [layers, batch, length, kv_heads,
+    head_dim] in the compute dtype, 'positions' [batch, length] int32 (the position of the token
+    in each slot, -1 = empty) and 'index' (int32 scalar, the next slot to write)."""
+    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    return {'key': jnp.zeros(shape, cfg.dtype), 'value': jnp.zeros(shape, cfg.dtype),
+            'positions': jnp.full((batch, length), -1, jnp.int32),
+            'index': jnp.zeros((), jnp.int32)}
+
+
+def cache_partition_specs() -> dict[str, jax.sharding.PartitionSpec]:
+    """Logical PartitionSpecs of `init_cache`'s tree (map with `nn.logical_to_mesh_sharding`)."""
+    return {k: jax.sharding.PartitionSpec(*v) for k, v in CACHE_LOGICAL_AXES.items()}
 
 
 class Transformer(nn.Module):
@@ -98,9 +135,30 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None = None,
-                 positions_BxL: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
-        """Returns float32 logits [batch, length, vocab]."""
+                 positions_BxL: jax.Array | None = None, deterministic: bool = True,
+                 cache: dict[str, jax.Array] | None = None, last_only: bool = False
+                 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
+        """Returns float32 logits [batch, length, vocab] (length 1 with `last_only`).
+
+        With `cache` (from `init_cache`, or returned by the previous call) the tokens are the
+        next ones of each row: they are written to cache slots [index, index + length) and
+        attend to every filled slot at a position <= theirs. `positions_BxL` then gives each
+        token's true position, -1 for padding (default: index + 0, 1, ...); segment ids are
+        ignored. Returns (logits, updated cache). Decoding is always deterministic."""
         c = self.cfg
+        cache_meta = None
+        if cache is not None:
+            if positions_BxL is None:
+                positions_BxL = jnp.broadcast_to(cache['index'] + jnp.arange(tokens_BxL.shape[1]),
+                                                 tokens_BxL.shape)
+            positions_BxL = positions_BxL.astype(jnp.int32)
+            cache_meta = {
+                'index': cache['index'], 'query_positions': positions_BxL,
+                'key_positions': constrain(jax.lax.dynamic_update_slice_in_dim(
+                    cache['positions'], positions_BxL, cache['index'], axis=1),
+                    ('batch', 'length'))}
+            positions_BxL = jnp.maximum(positions_BxL, 0)  # padding: any valid position
+            deterministic = True
         if segment_ids_BxL is None:
             segment_ids_BxL = jnp.ones_like(tokens_BxL)
         if positions_BxL is None:
@@ -121,12 +179,26 @@ class Transformer(nn.Module):
         block = Block
         if c.remat_policy != 'none':
             block = nn.remat(Block, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
-        stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
-                                                                         'dropout': True},
-                        in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
-                        metadata_params={nn.PARTITION_NAME: 'layers'})
-        x_BxLxD, _ = stack(c, deterministic, name='layers')(x_BxLxD, segment_ids_BxL,
-                                                            positions_BxL)
+        if cache is None:
+            stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
+                                                                             'dropout': True},
+                            in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
+                            metadata_params={nn.PARTITION_NAME: 'layers'})
+            x_BxLxD, _ = stack(c, deterministic, name='layers')(x_BxLxD, segment_ids_BxL,
+                                                                positions_BxL)
+        else:  # the same parameters; each layer's cache slice is scanned over with them
+            stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
+                                                                             'dropout': True},
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                            length=c.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
+            layer_cache = {k: constrain(cache[k], CACHE_LOGICAL_AXES[k]) for k in ('key', 'value')}
+            x_BxLxD, new_kv = stack(c, True, name='layers')(x_BxLxD, segment_ids_BxL,
+                                                            positions_BxL, cache_meta, layer_cache)
+            cache = {**{k: constrain(v, CACHE_LOGICAL_AXES[k]) for k, v in new_kv.items()},
+                     'positions': cache_meta['key_positions'],
+                     'index': cache['index'] + tokens_BxL.shape[1]}
+        if last_only:
+            x_BxLxD = x_BxLxD[:, -1:]
 
         x_BxLxD = make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias, dtype=c.dtype,
                             param_dtype=c.param_dtype, name='final_norm')(x_BxLxD)
@@ -137,7 +209,8 @@ class Transformer(nn.Module):
                 nn.initializers.normal(c.init_std), ('embed', 'vocab')),
                 (c.d_model, c.vocab_size), c.param_dtype)
             logits = einsum_f32('bld,dv->blv', x_BxLxD, kernel.astype(c.dtype), jnp.float32)
-        return constrain(logits, ('batch', 'length', 'vocab'))
+        logits = constrain(logits, ('batch', 'length', 'vocab'))
+        return logits if cache is None else (logits, cache)
 
 
 def count_params(cfg: TransformerConfig) -> int:

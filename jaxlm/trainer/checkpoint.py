@@ -89,16 +89,22 @@ class Checkpointer:
         self._manager.close()
 
 
-def restore_params(directory: str, abstract_params: Any) -> tuple[int, Any]:
-    """Reads only the parameters of the latest checkpoint (no optimizer state), onto the shardings
-    carried by `abstract_params`: what sampling and evaluation need."""
+def restore_params(directory: str, abstract_params: Any,
+                   step: int | None = None) -> tuple[int, Any]:
+    """Reads only the parameters of checkpoint `step` (default: the latest), without optimizer
+    state, onto the shardings carried by `abstract_params`: what sampling and evaluation need."""
     directory = os.path.abspath(directory)
     manager = ocp.CheckpointManager(
         directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
-    if step is None:
+    available = manager.all_steps()
+    if not available:
         raise CheckpointError(f'no checkpoint in {directory}')
+    if step is None:
+        step = max(available)
+    elif step not in available:
+        raise CheckpointError(f'no checkpoint for step {step} in {directory} (have: '
+                              f'{sorted(available)})')
     target = {'params': abstract_params}
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

@@ -7,8 +7,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -38,6 +39,7 @@ from jaxlm.trainer.step import make_eval_step, make_train_step
 log = logging.getLogger(__name__)
 
 BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'loss_mask')
+TOKENIZER_FILE = 'tokenizer.model'
 
 
 def build_model(cfg: ml_collections.ConfigDict) -> Transformer:
@@ -107,8 +109,14 @@ def evaluate(eval_fn: Any, params: Any, batches: list[dict[str, jax.Array]]) -> 
             'eval_tokens': tokens}
 
 
+# (step, model, params, tokenizer) -> scalars to log; the CLI builds one from `config.eval` so
+# that the trainer does not depend on the evaluation package.
+EvalHook = Callable[[int, Transformer, Any, Any], dict[str, float]]
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str,
-          devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+          devices: Sequence[jax.Device] | None = None,
+          eval_hook: EvalHook | None = None) -> dict[str, Any]:
     """Runs (or resumes) the run in `workdir` up to `cfg.num_train_steps`; returns a summary."""
     devices = list(jax.devices() if devices is None else devices)
     mesh_shape = config_lib.validate(cfg, len(devices))  # before anything is built or compiled
@@ -123,6 +131,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
     if is_main:
         with open(os.path.join(workdir, 'config.json'), 'w') as f:
             f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+        # The run carries its tokenizer, so sampling and evaluation never need the corpus.
+        model_path = getattr(data.tokenizer, 'model_path', None)
+        if model_path is not None:
+            shutil.copyfile(model_path, os.path.join(workdir, TOKENIZER_FILE))
     _say(f'data: {json.dumps(data.stats, sort_keys=True)}')
 
     setup = compile_training(cfg, devices, mesh_shape)
@@ -186,9 +198,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
             if step % cfg.eval_every_steps == 0 or step == total:
                 eval_t0 = time.perf_counter()
                 last_eval = evaluate(eval_step, state['params'], eval_batches)
-                writer.write(step, last_eval)
                 _say(f'eval  {step:>6}/{total} | eval_loss {last_eval["eval_loss"]:.4f} | '
                      f'perplexity {last_eval["eval_perplexity"]:.2f}')
+                if eval_hook is not None:
+                    tasks = eval_hook(step, model, state['params'], data.tokenizer)
+                    _say(f'tasks {step:>6}/{total} | ' + ' | '.join(
+                        f'{k} {v:.4f}' for k, v in tasks.items()))
+                    last_eval = {**last_eval, **tasks}
+                writer.write(step, last_eval)
                 window_t += time.perf_counter() - eval_t0  # evaluation is not training time
             if step % cfg.checkpoint_every_steps == 0 or step == total:
                 ckpt.save(step, state, data.train_iter, {'step': step})

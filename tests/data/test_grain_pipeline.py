@@ -46,7 +46,7 @@ def corpus(tmp_path):
 
 def _doc_tokens(cfg):
     """Token strings ',2,...,1,' of the train and eval documents."""
-    train, held, _ = grain_pipeline._load_documents(cfg)
+    train, held, _ = grain_pipeline.load_documents(cfg)
     tok = ByteTokenizer()
 
     def as_str(doc):

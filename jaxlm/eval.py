@@ -1,0 +1,119 @@
+"""Evaluate a trained run: python -m jaxlm.eval --workdir DIR --tasks perplexity,hellaswag,mmlu.
+
+Writes `DIR/eval/<step>/results.json` (metrics, stderr, random baselines, docs, few-shot count,
+timing) and `samples_<task>.jsonl` (one record per document), and prints a markdown table.
+`perplexity` defaults to the held-out documents of the run's own corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import ml_collections
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by jaxlm.train.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None,
+    'A checkpoints directory (its latest step) or one step directory in it '
+    '(default: WORKDIR/checkpoints).')
+_TASKS = flags.DEFINE_list('tasks', ['perplexity', 'hellaswag', 'mmlu'],
+                           'Comma-separated task names (see jaxlm.evaluation.registry).')
+_NUM_FEWSHOT = flags.DEFINE_integer('num_fewshot', None, "Shots for every task (default: each "
+                                    "task's own: 5 for mmlu, 8 for gsm8k, else 0).")
+_LIMIT = flags.DEFINE_integer('limit', None, 'Evaluate only the first N documents of each task.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Sequences per forward pass.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Benchmark data dir (default $JAXLM_DATA_DIR).')
+_OPTION = flags.DEFINE_multi_string('option', [], 'Task option TASK.KEY=VALUE, e.g. '
+                                    'mmlu.split=test or perplexity.text=tiny_shakespeare.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def _task_options(specs: list[str]) -> dict[str, dict[str, str]]:
+    options: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        key, sep, value = spec.partition('=')
+        task, dot, name = key.partition('.')
+        if not (sep and dot and task and name):
+            raise app.UsageError(f'--option {spec!r} is not TASK.KEY=VALUE')
+        options.setdefault(task, {})[name] = value
+    return options
+
+
+def _number(x: float) -> str:
+    return f'{x:.4f}' if abs(x) < 1e4 else f'{x:.4g}'  # perplexities of untrained models are huge
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """task | metric | value | random baseline | docs; per-subject metrics (`acc/x`) omitted."""
+    rows = ['| task | metric | value | random baseline | docs |', '|---|---|---:|---:|---:|']
+    for name, r in results.items():
+        for metric, value in r['metrics'].items():
+            if '/' in metric:
+                continue
+            stderr = r['stderr'].get(metric)
+            shown = _number(value) + (f' ± {_number(stderr)}' if stderr is not None else '')
+            base = r['baseline'].get(metric)
+            rows.append(f'| {name} | {metric} | {shown} | '
+                        f'{"-" if base is None else _number(base)} | {r["num_docs"]} |')
+    return '\n'.join(rows)
+
+
+def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
+        num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 16,
+        data_dir: str | None = None, options: dict[str, dict[str, str]] | None = None
+        ) -> tuple[str, dict[str, Any]]:
+    """Evaluates the run's latest checkpoint; returns the output dir and the results."""
+    from jaxlm.evaluation.lm import JaxLM  # noqa: PLC0415 (after flag parsing: JAX start-up)
+    from jaxlm.evaluation.registry import get_task  # noqa: PLC0415
+
+    options = options or {}
+    tasks = {}
+    for name in task_names:  # unknown names fail before the model loads
+        kwargs: dict[str, Any] = dict(options.get(name, {}))
+        if name == 'perplexity' and 'text' not in kwargs:
+            with open(os.path.join(workdir, 'config.json')) as f:
+                kwargs['data_cfg'] = ml_collections.ConfigDict(json.load(f)['data'])
+        tasks[name] = get_task(name, **kwargs)
+    lm = JaxLM.from_workdir(workdir, checkpoint, batch_size=batch_size)
+    out_dir = os.path.join(workdir, 'eval', str(lm.step))
+    os.makedirs(out_dir, exist_ok=True)
+    results: dict[str, Any] = {}
+    for name, task in tasks.items():
+        start = time.perf_counter()
+        r = task.evaluate(lm, data_dir=data_dir, num_fewshot=num_fewshot, limit=limit)
+        seconds = time.perf_counter() - start
+        results[name] = {'metrics': r.metrics, 'stderr': r.stderr, 'baseline': r.baseline,
+                         'num_docs': r.num_docs, 'num_fewshot': r.num_fewshot,
+                         'num_requests': r.num_requests, 'seconds': round(seconds, 3),
+                         'requests_per_second': round(r.num_requests / max(seconds, 1e-9), 3)}
+        with open(os.path.join(out_dir, f'samples_{name}.jsonl'), 'w') as f:
+            for record in r.per_doc:
+                f.write(json.dumps(record) + '\n')
+        logging.info('%s: %s (%.1f s)', name, r.metrics, seconds)
+    summary = {'workdir': os.path.abspath(workdir), 'step': lm.step, 'checkpoint': checkpoint,
+               'limit': limit, 'batch_size': batch_size, 'results': results}
+    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    return out_dir, results
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    for name in ('absl', 'jax._src.xla_bridge'):  # backend probing noise on CPU hosts
+        logging.getLogger(name).setLevel(logging.WARNING)
+    out_dir, results = run(_WORKDIR.value, _TASKS.value, checkpoint=_CHECKPOINT.value,
+                           num_fewshot=_NUM_FEWSHOT.value, limit=_LIMIT.value,
+                           batch_size=_BATCH_SIZE.value, data_dir=_DATA_DIR.value,
+                           options=_task_options(_OPTION.value))
+    print(markdown_table(results))
+    print(f'\nwrote {os.path.join(out_dir, "results.json")}')
+
+
+if __name__ == '__main__':
+    app.run(main)

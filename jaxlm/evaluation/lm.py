@@ -1,0 +1,170 @@
+"""A jaxlm model behind lm-evaluation-harness's three request types.
+
+`loglikelihood`, `loglikelihood_rolling` and `generate_until` follow lm-evaluation-harness 0.4
+(`lm_eval/models/huggingface.py`, `lm_eval/utils.py:get_rolling_token_windows`) so that scores
+mean the same as the harness's: the same context/continuation split at the token boundary, the
+same left truncation, the same rolling windows.
+
+Batches are formed within length buckets and padded to a fixed [batch_size, bucket] shape, so a
+request is always computed by the same compiled program on the same shape, whatever else is in
+its batch: padding never changes a score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm.data.tokenizers import Tokenizer
+from jaxlm.inference.decode import generate
+from jaxlm.models.transformer import Transformer
+
+TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
+
+
+def rolling_token_windows(tokens: list[int], prefix_token: int, max_seq_len: int,
+                          context_len: int = 1) -> Iterator[TokenPair]:
+    """lm-evaluation-harness's `get_rolling_token_windows` + `make_disjoint_window`: windows
+    that together predict every token exactly once, each with as much left context as fits."""
+    if not tokens:
+        return
+    pred_len = max_seq_len - context_len + 1
+    first = min(max_seq_len, len(tokens))
+    windows = [([prefix_token] + tokens[:first - 1], tokens[:first])]
+    predicted = first
+    while predicted < len(tokens):
+        window_pred = min(len(tokens) - predicted, pred_len)
+        end = predicted + window_pred
+        windows.append((tokens[end - max_seq_len - 1:end - 1], tokens[end - window_pred:end]))
+        predicted += window_pred
+    for inputs, targets in windows:
+        yield inputs[:len(inputs) - (len(targets) - 1)], targets
+
+
+def _bucket(n: int, max_len: int) -> int:
+    """Padded length: the next power of two from 32, capped at the model's context."""
+    return min(max_len, max(32, 1 << math.ceil(math.log2(max(n, 1)))))
+
+
+class JaxLM:
+    def __init__(self, model: Transformer, params: Any, tokenizer: Tokenizer, *,
+                 batch_size: int = 16, max_length: int | None = None) -> None:
+        self.model, self.params, self.tokenizer = model, params, tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length or model.cfg.max_seq_len
+        self._score = jax.jit(self._score_fn)
+
+    @classmethod
+    def from_workdir(cls, workdir: str, checkpoint: str | None = None,
+                     **kwargs: Any) -> JaxLM:
+        from jaxlm.inference.load import load_run  # noqa: PLC0415
+
+        run = load_run(workdir, checkpoint)
+        lm = cls(run.model, run.params, run.tokenizer, **kwargs)
+        lm.step, lm.config = run.step, run.config
+        return lm
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def _score_fn(self, params: Any, inputs: jax.Array, targets: jax.Array,
+                  segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = self.model.apply({'params': params}, inputs, segment_ids)
+        logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        target_lp = jnp.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
+        return target_lp, jnp.argmax(logits, axis=-1) == targets
+
+    def encode_pair(self, context: str, continuation: str) -> TokenPair:
+        """Trailing whitespace of the context moves to the continuation, then the continuation's
+        tokens are those of encode(context + continuation) after encode(context) (the harness's
+        `_encode_pair`), so the boundary is tokenized as in running text."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.tokenizer.encode(context + continuation)
+        ctx = self.tokenizer.encode(context)
+        return [self.tokenizer.bos_id] + ctx, whole[len(ctx):]
+
+    def loglikelihood_tokens(self, pairs: Sequence[TokenPair],
+                             progress: Callable[[int], None] | None = None
+                             ) -> list[tuple[float, bool]]:
+        """Sum of log p(continuation | context) and whether greedy decoding would produce it."""
+        rows = []
+        for ctx, cont in pairs:
+            if not cont:
+                raise ValueError('empty continuation: nothing to score')
+            full = (ctx + cont)[-(self.max_length + 1):]
+            rows.append((full[:-1], full[1:], len(cont)))
+        results: list[tuple[float, bool] | None] = [None] * len(rows)
+        buckets: dict[int, list[int]] = {}
+        for i, (inp, _, _) in enumerate(rows):
+            buckets.setdefault(_bucket(len(inp), self.max_length), []).append(i)
+        for length, idx in sorted(buckets.items()):
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start:start + self.batch_size]
+                inputs = np.zeros((self.batch_size, length), np.int32)
+                targets = np.zeros_like(inputs)
+                segments = np.zeros_like(inputs)
+                for r, i in enumerate(chunk):
+                    inp, tgt, _ = rows[i]
+                    inputs[r, :len(inp)], targets[r, :len(tgt)] = inp, tgt
+                    segments[r, :len(inp)] = 1
+                lp, greedy = jax.device_get(self._score(self.params, inputs, targets, segments))
+                for r, i in enumerate(chunk):
+                    n, n_cont = len(rows[i][0]), rows[i][2]
+                    sl = slice(n - n_cont, n)
+                    results[i] = (float(lp[r, sl].astype(np.float64).sum()),
+                                  bool(greedy[r, sl].all()))
+                if progress:
+                    progress(len(chunk))
+        return results  # type: ignore[return-value]
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        return self.loglikelihood_tokens([self.encode_pair(c, x) for c, x in requests])
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        """Total log-likelihood of each text, every token predicted once (perplexity)."""
+        windows, owner = [], []
+        for i, text in enumerate(texts):
+            for pair in rolling_token_windows(self.tokenizer.encode(text),
+                                              self.tokenizer.bos_id, self.max_length):
+                windows.append(pair)
+                owner.append(i)
+        totals = [0.0] * len(texts)
+        for i, (lp, _) in zip(owner, self.loglikelihood_tokens(windows), strict=True):
+            totals[i] += lp
+        return totals
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate_until(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Greedy (or sampled, with `temperature` > 0) continuation of each context, cut at the
+        first of `until` (the harness's stop strings), at most `max_gen_toks` tokens."""
+        outputs: list[str] = [''] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, kw) in enumerate(requests):
+            key = (int(kw.get('max_gen_toks', 256)), float(kw.get('temperature', 0.0)))
+            groups.setdefault(key, []).append(i)
+        for (max_gen, temperature), idx in groups.items():
+            # The harness's default of 256 new tokens would fill a small model's whole context:
+            # keep at least half of it for the prompt.
+            max_gen = min(max_gen, self.max_length // 2)
+            budget = self.max_length - max_gen
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start:start + self.batch_size]
+                prompts = [([self.tokenizer.bos_id] +
+                            self.tokenizer.encode(requests[i][0]))[-budget:] for i in chunk]
+                new = generate(self.model, self.params, prompts, max_new_tokens=max_gen,
+                               temperature=temperature, eos_id=self.tokenizer.eos_id)
+                for i, toks in zip(chunk, new, strict=True):
+                    text = self.tokenizer.decode(toks)
+                    for stop in requests[i][1].get('until', []) or []:
+                        if stop and stop in text:
+                            text = text[:text.index(stop)]
+                    outputs[i] = text
+        return outputs

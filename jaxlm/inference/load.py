@@ -1,0 +1,59 @@
+"""Load a trained run (config, model, tokenizer, parameters) for sampling and evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from jaxlm.data.grain_pipeline import tokenizer_only
+from jaxlm.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
+from jaxlm.models.transformer import Transformer
+from jaxlm.trainer.checkpoint import restore_params
+from jaxlm.trainer.loop import TOKENIZER_FILE, build_model
+from jaxlm.trainer.state import param_abstract
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    config: ml_collections.ConfigDict
+    model: Transformer
+    tokenizer: Tokenizer
+    params: Any
+    step: int
+    workdir: str
+
+
+def load_run(workdir: str, checkpoint: str | None = None) -> LoadedRun:
+    """Reads `workdir/config.json` and a checkpoint onto the first local device: `checkpoint` is
+    a checkpoints directory (its latest step is used; default `workdir/checkpoints`) or one
+    step's directory inside it (`.../checkpoints/1200`)."""
+    config_path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f'{config_path} not found: is {workdir!r} a jaxlm.train workdir?')
+    with open(config_path) as f:
+        cfg = ml_collections.ConfigDict(json.load(f))
+    model = build_model(cfg)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    directory, step = checkpoint or os.path.join(workdir, 'checkpoints'), None
+    name = os.path.basename(os.path.normpath(directory))
+    if name.isdigit():
+        directory, step = os.path.dirname(os.path.normpath(directory)), int(name)
+    step, params = restore_params(directory, param_abstract(model, cfg.data.seq_len, device),
+                                  step=step)
+    return LoadedRun(cfg, model, _tokenizer(workdir, cfg), params, step, workdir)
+
+
+def _tokenizer(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
+    """The run's own copy of its tokenizer; only runs from before that copy existed rebuild it
+    from the corpus."""
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    if os.path.exists(path):
+        return SentencePieceTokenizer(path)
+    if cfg.data.tokenizer.kind == 'byte':
+        return ByteTokenizer()
+    return tokenizer_only(cfg.data)
