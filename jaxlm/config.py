@@ -35,10 +35,11 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 NORMS = ('rmsnorm', 'layernorm')
 MLPS = ('swiglu', 'gelu')
 POSITIONS = ('rope', 'learned', 'sinusoidal')
+ROPE_SCALING_KINDS = ('none', 'linear', 'llama3')
 REMAT_POLICIES = ('none', 'full', 'save_dots', 'save_dots_except_mlp', 'save_qkv_proj')
 DTYPES = ('float32', 'bfloat16', 'float16')
 SCHEDULES = ('cosine', 'linear', 'constant')
-TOKENIZERS = ('sentencepiece', 'byte')
+TOKENIZERS = ('sentencepiece', 'byte', 'hf')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -51,6 +52,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 50
     c.keep_checkpoints = 3
     c.async_checkpointing = True
+    # Parameters that start a fresh run (fine-tuning): a checkpoints directory (its latest step)
+    # or one step directory, e.g. the `params/` of a converted Hugging Face model. The optimizer
+    # state starts fresh. Ignored once the workdir has its own checkpoints (resume wins).
+    c.init_params_from = ''
 
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
@@ -69,6 +74,12 @@ def default_config() -> ml_collections.ConfigDict:
     m.mlp = 'swiglu'
     m.positions = 'rope'
     m.rope_theta = 10000.0
+    # RoPE frequency scaling, as transformers' rope_scaling: 'none'; 'linear' (inv_freq / factor);
+    # 'llama3' (Llama 3.1/3.2: long wavelengths / factor, short kept, smooth in between).
+    m.rope_scaling = ml_collections.ConfigDict(dict(
+        kind='none', factor=1.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_seq_len=8192))
+    m.sliding_window = 0  # > 0: each query attends to the last `sliding_window` tokens (Mistral)
     m.tie_embeddings = False
     m.use_bias = False
     m.qk_norm = False
@@ -159,6 +170,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     for field, allowed, value in (
         ('model.norm', NORMS, m.norm), ('model.mlp', MLPS, m.mlp),
         ('model.positions', POSITIONS, m.positions),
+        ('model.rope_scaling.kind', ROPE_SCALING_KINDS, m.rope_scaling.kind),
         ('model.remat_policy', REMAT_POLICIES, m.remat_policy),
         ('model.dtype', DTYPES, m.dtype), ('model.param_dtype', DTYPES, m.param_dtype),
         ('optimizer.schedule', SCHEDULES, o.schedule),
@@ -189,6 +201,22 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
         raise ConfigError(
             f'`model.num_heads` ({m.num_heads}) must be divisible by `model.num_kv_heads` '
             f'({m.num_kv_heads})')
+    if isinstance(m.sliding_window, bool) or not isinstance(m.sliding_window, int) \
+            or m.sliding_window < 0:
+        raise ConfigError(
+            f'`model.sliding_window` must be a non-negative integer (0 = full attention), got '
+            f'{m.sliding_window!r}')
+    rs = m.rope_scaling
+    if not rs.factor > 0:
+        raise ConfigError(f'`model.rope_scaling.factor` must be positive, got {rs.factor}')
+    if rs.kind == 'llama3':
+        if not 0 < rs.low_freq_factor < rs.high_freq_factor:
+            raise ConfigError(
+                '`model.rope_scaling` needs 0 < low_freq_factor < high_freq_factor for llama3, '
+                f'got {rs.low_freq_factor} and {rs.high_freq_factor}')
+        if not isinstance(rs.original_max_seq_len, int) or rs.original_max_seq_len <= 0:
+            raise ConfigError('`model.rope_scaling.original_max_seq_len` must be a positive '
+                              f'integer, got {rs.original_max_seq_len!r}')
     if m.positions == 'rope' and m.head_dim % 2:
         raise ConfigError(f'`model.head_dim` must be even for RoPE, got {m.head_dim}')
     if d.seq_len > m.max_seq_len:

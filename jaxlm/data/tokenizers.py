@@ -163,7 +163,8 @@ def build_tokenizer(
     cache_dir: str | os.PathLike | None,
     path: str = "",
 ) -> Tokenizer:
-    """'byte' or 'sentencepiece' (loaded from `path`, else trained on `documents_fn()`).
+    """'byte', 'sentencepiece' (loaded from `path`, else trained on `documents_fn()`) or 'hf'
+    (an HF `tokenizer.json` at `path`, e.g. a converted checkpoint's).
 
     `documents_fn` is only called for a trained SentencePiece model (to train it or
     to compute its cache key), so 'byte' and explicit model paths never read the corpus.
@@ -174,6 +175,14 @@ def build_tokenizer(
         if path:
             return SentencePieceTokenizer(path)
         return SentencePieceTokenizer(train_sentencepiece(documents_fn(), vocab_size, cache_dir))
+    if kind == "hf":
+        if not path:
+            raise ValueError(
+                "data.tokenizer.kind 'hf' needs data.tokenizer.path (a tokenizer.json)"
+            )
+        from jaxlm.data.hf_tokenizer import HFTokenizer  # noqa: PLC0415 (optional dependency)
+
+        return HFTokenizer(path)
     raise ValueError(
-        f"unknown data.tokenizer.kind {kind!r}; expected 'byte' or 'sentencepiece'"
+        f"unknown data.tokenizer.kind {kind!r}; expected 'byte', 'sentencepiece' or 'hf'"
     )

@@ -11,9 +11,10 @@ import jax
 import ml_collections
 
 from jaxlm.data.grain_pipeline import tokenizer_only
+from jaxlm.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
 from jaxlm.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
 from jaxlm.models.transformer import Transformer
-from jaxlm.trainer.checkpoint import restore_params
+from jaxlm.trainer.checkpoint import restore_params, split_checkpoint_path
 from jaxlm.trainer.loop import TOKENIZER_FILE, build_model
 from jaxlm.trainer.state import param_abstract
 
@@ -30,8 +31,9 @@ class LoadedRun:
 
 def load_run(workdir: str, checkpoint: str | None = None) -> LoadedRun:
     """Reads `workdir/config.json` and a checkpoint onto the first local device: `checkpoint` is
-    a checkpoints directory (its latest step is used; default `workdir/checkpoints`) or one
-    step's directory inside it (`.../checkpoints/1200`)."""
+    a checkpoints directory (its latest step is used; default `workdir/checkpoints`, or the
+    config's `init_params_from` while the run has no checkpoint of its own) or one step's
+    directory inside it (`.../checkpoints/1200`)."""
     config_path = os.path.join(workdir, 'config.json')
     if not os.path.exists(config_path):
         raise FileNotFoundError(f'{config_path} not found: is {workdir!r} a jaxlm.train workdir?')
@@ -39,18 +41,25 @@ def load_run(workdir: str, checkpoint: str | None = None) -> LoadedRun:
         cfg = ml_collections.ConfigDict(json.load(f))
     model = build_model(cfg)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    directory, step = checkpoint or os.path.join(workdir, 'checkpoints'), None
-    name = os.path.basename(os.path.normpath(directory))
-    if name.isdigit():
-        directory, step = os.path.dirname(os.path.normpath(directory)), int(name)
+    own = os.path.join(workdir, 'checkpoints')
+    if checkpoint is None and not _has_steps(own) and cfg.get('init_params_from'):
+        checkpoint = cfg.init_params_from  # e.g. a converted model before any fine-tuning
+    directory, step = split_checkpoint_path(checkpoint or own)
     step, params = restore_params(directory, param_abstract(model, cfg.data.seq_len, device),
                                   step=step)
     return LoadedRun(cfg, model, _tokenizer(workdir, cfg), params, step, workdir)
 
 
+def _has_steps(directory: str) -> bool:
+    return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
 def _tokenizer(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
     """The run's own copy of its tokenizer; only runs from before that copy existed rebuild it
     from the corpus."""
+    hf_path = os.path.join(workdir, TOKENIZER_JSON)  # a converted HF checkpoint's
+    if os.path.exists(hf_path):
+        return HFTokenizer(hf_path)
     path = os.path.join(workdir, TOKENIZER_FILE)
     if os.path.exists(path):
         return SentencePieceTokenizer(path)

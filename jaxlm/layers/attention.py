@@ -5,6 +5,9 @@ With a KV cache (incremental decoding) the layer writes this call's keys and val
 cache at slot `index` (the same slot for every row) and attends over every cache slot; the mask
 then comes from the position stored with each slot (-1 = empty or padding), so left- or
 right-padded rows of different lengths each see exactly their own tokens.
+
+With `sliding_window` = w > 0 (Mistral style, transformers' `q_idx - kv_idx < sliding_window`)
+a query at position i sees only keys j with i - w < j <= i: w tokens including itself.
 """
 
 from __future__ import annotations
@@ -16,28 +19,36 @@ import jax.numpy as jnp
 from jaxlm.layers.dense import DenseGeneral, Dtype
 from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.norms import RMSNorm
-from jaxlm.layers.positions import rope
+from jaxlm.layers.positions import RopeScaling, rope
 from jaxlm.sharding import constrain
 
 _MASKED = -1e30  # finite so fully masked rows (never produced by packing) cannot yield NaNs
 
 
-def attention_mask(segment_ids_BxL: jax.Array) -> jax.Array:
-    """[B, 1, 1, Lq, Lk] boolean: causal, and only within the same packed document."""
+def attention_mask(segment_ids_BxL: jax.Array, sliding_window: int = 0) -> jax.Array:
+    """[B, 1, 1, Lq, Lk] boolean: causal, and only within the same packed document; with
+    `sliding_window` w > 0 also only the last w tokens (query index - key index < w)."""
     length = segment_ids_BxL.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    q_idx = jnp.arange(length)[:, None]
+    k_idx = jnp.arange(length)[None, :]
+    causal = k_idx <= q_idx
+    if sliding_window > 0:
+        causal &= q_idx - k_idx < sliding_window
     same_doc = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
     return (causal[None] & same_doc)[:, None, None]
 
 
-def cached_attention_mask(query_positions_BxS: jax.Array,
-                          key_positions_BxT: jax.Array) -> jax.Array:
+def cached_attention_mask(query_positions_BxS: jax.Array, key_positions_BxT: jax.Array,
+                          sliding_window: int = 0) -> jax.Array:
     """[B, 1, 1, S, T] boolean for attention over a KV cache: a query at position p sees the
-    filled slots (position >= 0) holding positions <= p. Padding queries (position -1) see
-    nothing; their outputs are finite and unused."""
+    filled slots (position >= 0) holding positions <= p (and > p - w with `sliding_window`
+    w > 0). Padding queries (position -1) see nothing; their outputs are finite and unused."""
     q = query_positions_BxS[:, :, None]
     k = key_positions_BxT[:, None, :]
-    return ((k >= 0) & (k <= q))[:, None, None]
+    mask = (k >= 0) & (k <= q)
+    if sliding_window > 0:
+        mask &= q - k < sliding_window
+    return mask[:, None, None]
 
 
 def update_cache(cache_BxTxKxDh: jax.Array, new_BxSxKxDh: jax.Array,
@@ -54,6 +65,8 @@ class Attention(nn.Module):
     head_dim: int
     use_rope: bool = True
     rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    sliding_window: int = 0  # 0 = full causal attention
     qk_norm: bool = False
     norm_eps: float = 1e-6
     use_bias: bool = False
@@ -88,20 +101,21 @@ class Attention(nn.Module):
             q_BxLxHxDh = norm('query_norm')(q_BxLxHxDh)
             k_BxLxKxDh = norm('key_norm')(k_BxLxKxDh)
         if self.use_rope:
-            q_BxLxHxDh = rope(q_BxLxHxDh, positions_BxL, self.rope_theta)
-            k_BxLxKxDh = rope(k_BxLxKxDh, positions_BxL, self.rope_theta)
+            q_BxLxHxDh = rope(q_BxLxHxDh, positions_BxL, self.rope_theta, self.rope_scaling)
+            k_BxLxKxDh = rope(k_BxLxKxDh, positions_BxL, self.rope_theta, self.rope_scaling)
         q_BxLxHxDh = constrain(q_BxLxHxDh, ('batch', 'length', 'heads', 'head_dim'))
         k_BxLxKxDh = constrain(k_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
         v_BxLxKxDh = constrain(v_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
 
         new_cache = None
         if cache is None:
-            mask = attention_mask(segment_ids_BxL)
+            mask = attention_mask(segment_ids_BxL, self.sliding_window)
         else:  # keys/values become the whole cache: [B, T, K, Dh], T >= L
             k_BxLxKxDh = update_cache(cache['key'], k_BxLxKxDh, cache['index'])
             v_BxLxKxDh = update_cache(cache['value'], v_BxLxKxDh, cache['index'])
             new_cache = {'key': k_BxLxKxDh, 'value': v_BxLxKxDh}
-            mask = cached_attention_mask(cache['query_positions'], cache['key_positions'])
+            mask = cached_attention_mask(cache['query_positions'], cache['key_positions'],
+                                         self.sliding_window)
 
         b, length = q_BxLxHxDh.shape[:2]
         q_BxLxKxGxDh = q_BxLxHxDh.reshape(b, length, k, h // k, dh)

@@ -21,7 +21,7 @@ from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
-from jaxlm.layers.positions import sinusoidal
+from jaxlm.layers.positions import RopeScaling, sinusoidal
 from jaxlm.sharding import constrain
 
 # Which activations of a block the backward pass keeps; the rest it recomputes. Matmul outputs
@@ -53,6 +53,8 @@ class TransformerConfig:
     mlp: str = 'swiglu'
     positions: str = 'rope'
     rope_theta: float = 10000.0
+    rope_scaling: RopeScaling = RopeScaling()
+    sliding_window: int = 0  # > 0: each query sees only the last `sliding_window` tokens
     tie_embeddings: bool = False
     use_bias: bool = False
     qk_norm: bool = False
@@ -67,6 +69,15 @@ class TransformerConfig:
         kwargs = dict(model_cfg)
         kwargs['dtype'] = jnp.dtype(kwargs['dtype'])
         kwargs['param_dtype'] = jnp.dtype(kwargs['param_dtype'])
+        if 'rope_scaling' in kwargs:
+            scaling = kwargs['rope_scaling']
+            if not isinstance(scaling, RopeScaling):
+                s = dict(scaling)
+                kwargs['rope_scaling'] = RopeScaling(
+                    kind=str(s.get('kind', 'none')), factor=float(s.get('factor', 1.0)),
+                    low_freq_factor=float(s.get('low_freq_factor', 1.0)),
+                    high_freq_factor=float(s.get('high_freq_factor', 4.0)),
+                    original_max_seq_len=int(s.get('original_max_seq_len', 8192)))
         return cls(**kwargs)
 
 
@@ -89,6 +100,7 @@ class Block(nn.Module):
         h = norm('attention_norm')(x_BxLxD)
         attention = Attention(c.num_heads, c.num_kv_heads, c.head_dim,
                               use_rope=c.positions == 'rope', rope_theta=c.rope_theta,
+                              rope_scaling=c.rope_scaling, sliding_window=c.sliding_window,
                               qk_norm=c.qk_norm, norm_eps=c.norm_eps, use_bias=c.use_bias,
                               dropout_rate=c.dropout_rate, init_std=c.init_std, dtype=c.dtype,
                               param_dtype=c.param_dtype, name='attention')

@@ -111,3 +111,34 @@ def restore_params(directory: str, abstract_params: Any,
         partial_restore=True)))
     manager.close()
     return step, restored['state']['params']
+
+
+def split_checkpoint_path(path: str) -> tuple[str, int | None]:
+    """`.../checkpoints` -> (dir, None = latest); `.../checkpoints/1200` -> (dir, 1200)."""
+    path = os.path.normpath(os.path.abspath(path))
+    name = os.path.basename(path)
+    return (os.path.dirname(path), int(name)) if name.isdigit() else (path, None)
+
+
+def save_params(directory: str, step: int, params: Any) -> None:
+    """A parameters-only checkpoint that `restore_params` and `config.init_params_from` read
+    (e.g. a converted Hugging Face model): no optimizer state is materialised for it.
+
+    Nested dicts of host arrays are moved to the device leaf by leaf *in place*, so each host
+    copy is freed as soon as its device copy exists (a 7B model is never held twice)."""
+    _to_device_in_place(params)
+    with ocp.CheckpointManager(
+            os.path.abspath(directory),
+            item_handlers={'state': ocp.StandardCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False)) as manager:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
+            {'params': params})))
+
+
+def _to_device_in_place(tree: Any) -> None:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                _to_device_in_place(value)
+            else:
+                tree[key] = jax.device_put(value)

@@ -25,12 +25,13 @@ from jaxlm import sharding
 from jaxlm.data.grain_pipeline import build_pipeline
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
-from jaxlm.trainer.checkpoint import Checkpointer
+from jaxlm.trainer.checkpoint import Checkpointer, restore_params, split_checkpoint_path
 from jaxlm.trainer.optim import make_optimizer, make_schedule
 from jaxlm.trainer.state import (
     abstract_state,
     check_divisible,
     init_state,
+    state_from_params,
     state_shardings,
     with_shardings,
 )
@@ -147,7 +148,13 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
                             async_save=cfg.async_checkpointing)
         restored = ckpt.restore_latest(setup.abstract_state, data.train_iter)
-        if restored is None:
+        if restored is None and cfg.init_params_from:
+            directory, step = split_checkpoint_path(cfg.init_params_from)
+            params_step, params = restore_params(directory, setup.abstract_state['params'], step)
+            state = state_from_params(params, tx, cfg.seed, state_sh)
+            start_step = 0
+            _say(f'initialised parameters from {directory} (step {params_step}); fresh optimizer')
+        elif restored is None:
             state = init_state(model, tx, cfg.seed, seq_len, state_sh)
             start_step = 0
         else:

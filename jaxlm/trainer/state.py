@@ -52,6 +52,16 @@ def _init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
             'rng': rng}
 
 
+def state_from_params(params: Any, tx: optax.GradientTransformation, seed: int,
+                      shardings: State) -> State:
+    """Step 0 with given parameters and a fresh optimizer state (fine-tuning)."""
+    def build(p: Any) -> State:
+        _, rng = jax.random.split(jax.random.PRNGKey(seed))
+        return {'step': jnp.zeros((), jnp.int32), 'params': p, 'opt_state': tx.init(p),
+                'rng': rng}
+    return jax.jit(build, out_shardings=shardings, donate_argnums=0)(params)
+
+
 def abstract_state(model: nn.Module, tx: optax.GradientTransformation, seq_len: int) -> State:
     return jax.eval_shape(lambda: _init_state(model, tx, 0, seq_len))
 

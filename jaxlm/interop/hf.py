@@ -1,0 +1,592 @@
+"""Hugging Face <-> jaxlm checkpoint conversion (GPT-2, LLaMA 2/3, Mistral).
+
+Tensors are streamed one at a time: HF -> jaxlm reads each safetensors tensor with
+`safe_open(framework='numpy')`, reshapes it into jaxlm's layout and writes it into a preallocated
+scanned [num_layers, ...] array, so memory holds the jaxlm parameters plus one HF tensor. jaxlm ->
+HF writes shards (default 5 GB) one after the other from the restored parameters.
+
+The jaxlm run written from an HF folder is a run directory before its first step: config.json
+with `init_params_from` pointing at a parameters-only orbax checkpoint `params/0` (no optimizer
+state is materialised, so conversion holds one copy of the weights), the tokenizer files and the
+original HF config (hf_config.json, the template when converting back). `load_run` (so
+`jaxlm.sample`, `jaxlm.eval`) reads `params/`; `jaxlm.train` on the workdir starts fine-tuning from
+it with a fresh optimizer state and saves its own `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+ARCHITECTURES = {'GPT2LMHeadModel': 'gpt2', 'LlamaForCausalLM': 'llama',
+                 'MistralForCausalLM': 'mistral'}
+log = logging.getLogger(__name__)
+HF_CONFIG_COPY = 'hf_config.json'
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer.model', 'tokenizer_config.json',
+                   'special_tokens_map.json', 'generation_config.json')
+_FLOAT_DTYPES = {np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)}
+_DTYPE_NAMES = {'float32': np.float32, 'bfloat16': ml_dtypes.bfloat16, 'float16': np.float16}
+# Buffers some checkpoints carry that are not parameters (recomputed by every implementation).
+_IGNORED_SUFFIXES = ('.attn.bias', '.attn.masked_bias', 'rotary_emb.inv_freq')
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted; the message names the tensor or field."""
+
+
+# ------------------------------------------------------------------------------- configs
+
+
+def read_hf_config(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, 'config.json')
+    if not os.path.exists(path):
+        raise ConversionError(f'{path} not found: is {directory!r} a Hugging Face model folder?')
+    with open(path) as f:
+        return json.load(f)
+
+
+def family_of(hf: dict[str, Any]) -> str:
+    archs = hf.get('architectures') or []
+    for a in archs:
+        if a in ARCHITECTURES:
+            return ARCHITECTURES[a]
+    model_type = hf.get('model_type')
+    by_type = {'gpt2': 'gpt2', 'llama': 'llama', 'mistral': 'mistral'}
+    if not archs and model_type in by_type:
+        return by_type[model_type]
+    raise ConversionError(
+        f'unsupported architecture {archs or model_type!r} (model_type {model_type!r}): '
+        f'supported are {sorted(ARCHITECTURES)}')
+
+
+def _rope(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """(rope_theta, scaling) from either the transformers 5 `rope_parameters` or the older
+    top-level `rope_theta` / `rope_scaling`; scaling None when there is none."""
+    params = dict(hf.get('rope_parameters') or {})
+    theta = float(params.get('rope_theta', hf.get('rope_theta', 10000.0)))
+    scaling = hf.get('rope_scaling') or params
+    kind = scaling.get('rope_type', scaling.get('type', 'default')) if scaling else 'default'
+    if kind == 'default':
+        return theta, None
+    if kind not in ('linear', 'llama3'):
+        raise ConversionError(f'unsupported rope scaling {kind!r} (supported: linear, llama3)')
+    return theta, {**scaling, 'rope_type': kind}
+
+
+def _model_fields_available() -> set[str]:
+    from jaxlm.config import default_config  # noqa: PLC0415
+
+    return set(default_config().model.keys())
+
+
+def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """jaxlm `model.*` fields for an HF config (raises ConversionError when not representable)."""
+    family = family_of(hf)
+    available = _model_fields_available()
+    if family == 'gpt2':
+        act = hf.get('activation_function', 'gelu_new')
+        if act not in ('gelu_new', 'gelu_pytorch_tanh'):
+            raise ConversionError(f'GPT-2 activation_function {act!r} is not supported '
+                                  "(jaxlm's gelu is the tanh approximation: gelu_new)")
+        for flag in ('scale_attn_by_inverse_layer_idx', 'add_cross_attention'):
+            if hf.get(flag):
+                raise ConversionError(f'GPT-2 `{flag}` = True is not supported')
+        if hf.get('scale_attn_weights') is False:
+            raise ConversionError('GPT-2 `scale_attn_weights` = False is not supported')
+        d, h = hf['n_embd'], hf['n_head']
+        return dict(vocab_size=hf['vocab_size'], num_layers=hf['n_layer'], d_model=d,
+                    num_heads=h, num_kv_heads=h, head_dim=d // h,
+                    mlp_dim=hf.get('n_inner') or 4 * d, max_seq_len=hf['n_positions'],
+                    norm='layernorm', norm_eps=float(hf.get('layer_norm_epsilon', 1e-5)),
+                    mlp='gelu', positions='learned',
+                    tie_embeddings=bool(hf.get('tie_word_embeddings', True)), use_bias=True)
+    # LLaMA / Mistral
+    if hf.get('hidden_act', 'silu') != 'silu':
+        raise ConversionError(f"hidden_act {hf['hidden_act']!r} is not supported (silu only)")
+    if hf.get('attention_bias') or hf.get('mlp_bias'):
+        raise ConversionError('attention_bias / mlp_bias = True is not supported')
+    h = hf['num_attention_heads']
+    fields = dict(vocab_size=hf['vocab_size'], num_layers=hf['num_hidden_layers'],
+                  d_model=hf['hidden_size'], num_heads=h,
+                  num_kv_heads=hf.get('num_key_value_heads') or h,
+                  head_dim=hf.get('head_dim') or hf['hidden_size'] // h,
+                  mlp_dim=hf['intermediate_size'], max_seq_len=hf['max_position_embeddings'],
+                  norm='rmsnorm', norm_eps=float(hf.get('rms_norm_eps', 1e-6)), mlp='swiglu',
+                  positions='rope', tie_embeddings=bool(hf.get('tie_word_embeddings', False)),
+                  use_bias=False)
+    theta, scaling = _rope(hf)
+    fields['rope_theta'] = theta
+    if scaling is not None:
+        if 'rope_scaling' not in available:
+            raise ConversionError(f"rope scaling {scaling['rope_type']!r} needs jaxlm's "
+                                  '`model.rope_scaling` config field, which this jaxlm lacks')
+        rs = dict(kind=scaling['rope_type'], factor=float(scaling.get('factor', 1.0)))
+        if rs['kind'] == 'llama3':
+            rs.update(low_freq_factor=float(scaling['low_freq_factor']),
+                      high_freq_factor=float(scaling['high_freq_factor']),
+                      original_max_seq_len=int(scaling['original_max_position_embeddings']))
+        fields['rope_scaling'] = rs
+    window = hf.get('sliding_window') if family == 'mistral' else None
+    if hf.get('use_sliding_window') is False:
+        window = None
+    if window:
+        if 'sliding_window' in available:
+            fields['sliding_window'] = int(window)
+        elif window < fields['max_seq_len']:
+            raise ConversionError(f"sliding_window {window} needs jaxlm's `model.sliding_window` "
+                                  'config field, which this jaxlm lacks')
+    return fields
+
+
+def hf_dtype_name(hf: dict[str, Any]) -> str:
+    name = hf.get('dtype') or hf.get('torch_dtype') or 'float32'
+    return name if name in _DTYPE_NAMES else 'float32'
+
+
+def jaxlm_config(hf: dict[str, Any], *, dtype: str = 'float32',
+                 param_dtype: str = 'float32') -> Any:
+    """A full run config (`default_config()`) with `model.*` mapped from the HF config."""
+    from jaxlm import config as config_lib  # noqa: PLC0415
+
+    cfg = config_lib.default_config()
+    fields = model_fields(hf)
+    for k, v in fields.items():
+        if k == 'rope_scaling':
+            for kk, vv in v.items():
+                cfg.model.rope_scaling[kk] = vv
+        else:
+            cfg.model[k] = v
+    cfg.model.dtype, cfg.model.param_dtype = dtype, param_dtype
+    cfg.data.seq_len = min(cfg.data.seq_len, cfg.model.max_seq_len)
+    cfg.data.tokenizer.vocab_size = cfg.model.vocab_size  # from_hf points it at the run's copy
+    return cfg
+
+
+def hf_config(model: Any, base: dict[str, Any] | None = None,
+              dtype: str = 'float32') -> dict[str, Any]:
+    """An HF config.json for jaxlm `model` fields (a ConfigDict or dict), starting from `base`
+    (the original HF config when the run came from one)."""
+    m = dict(model)
+    family = infer_family(m)
+    out = dict(base or {})
+    if family == 'gpt2':
+        out.update(architectures=['GPT2LMHeadModel'], model_type='gpt2',
+                   vocab_size=m['vocab_size'], n_layer=m['num_layers'], n_embd=m['d_model'],
+                   n_head=m['num_heads'], n_inner=m['mlp_dim'], n_positions=m['max_seq_len'],
+                   layer_norm_epsilon=m['norm_eps'], tie_word_embeddings=m['tie_embeddings'])
+        out.setdefault('activation_function', 'gelu_new')
+    else:
+        window = int(m.get('sliding_window', 0) or 0)
+        if family == 'mistral':
+            out.update(architectures=['MistralForCausalLM'], model_type='mistral',
+                       sliding_window=window or None)
+        else:
+            out.update(architectures=['LlamaForCausalLM'], model_type='llama')
+        out.update(vocab_size=m['vocab_size'], num_hidden_layers=m['num_layers'],
+                   hidden_size=m['d_model'], num_attention_heads=m['num_heads'],
+                   num_key_value_heads=m['num_kv_heads'], head_dim=m['head_dim'],
+                   intermediate_size=m['mlp_dim'], max_position_embeddings=m['max_seq_len'],
+                   rms_norm_eps=m['norm_eps'], tie_word_embeddings=m['tie_embeddings'],
+                   hidden_act='silu', attention_bias=False, mlp_bias=False)
+        rope = {'rope_theta': float(m['rope_theta']), 'rope_type': 'default'}
+        rs = dict(m.get('rope_scaling') or {})
+        if rs.get('kind', 'none') != 'none':
+            rope.update(rope_type=rs['kind'], factor=float(rs['factor']))
+            if rs['kind'] == 'llama3':
+                rope.update(low_freq_factor=float(rs['low_freq_factor']),
+                            high_freq_factor=float(rs['high_freq_factor']),
+                            original_max_position_embeddings=int(rs['original_max_seq_len']))
+        out.pop('rope_theta', None)
+        out.pop('rope_scaling', None)
+        out['rope_parameters'] = rope
+    out.pop('torch_dtype', None)
+    out['dtype'] = dtype
+    return out
+
+
+def infer_family(m: dict[str, Any]) -> str:
+    if m['positions'] == 'learned' and m['norm'] == 'layernorm' and m['mlp'] == 'gelu':
+        if not m['use_bias'] or m['num_kv_heads'] != m['num_heads'] or m.get('qk_norm'):
+            raise ConversionError('a learned-position GPT-2-style jaxlm model needs use_bias=True,'
+                                  ' num_kv_heads == num_heads and no qk_norm to be a GPT-2')
+        return 'gpt2'
+    if m['positions'] == 'rope' and m['norm'] == 'rmsnorm' and m['mlp'] == 'swiglu':
+        if m['use_bias'] or m.get('qk_norm'):
+            raise ConversionError('use_bias / qk_norm have no LLaMA/Mistral equivalent')
+        return 'mistral' if m.get('sliding_window') else 'llama'
+    raise ConversionError(
+        f"no HF architecture for norm={m['norm']!r} mlp={m['mlp']!r} positions="
+        f"{m['positions']!r} (GPT-2: layernorm+gelu+learned; LLaMA: rmsnorm+swiglu+rope)")
+
+
+# ------------------------------------------------------------------------------- tensor map
+
+
+Path = tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One HF tensor ('{i}' = layer index) <-> one or more jaxlm parameters. `to_jax` maps the
+    HF array to the jaxlm arrays (one layer's slice for layer tensors); `to_hf` the reverse."""
+
+    hf: str
+    paths: tuple[Path, ...]
+    hf_shape: tuple[int, ...]
+    to_jax: Callable[[np.ndarray], list[np.ndarray]]
+    to_hf: Callable[[list[np.ndarray]], np.ndarray]
+    per_layer: bool = False
+
+
+def _same(hf: str, path: Path, shape: tuple[int, ...], per_layer: bool = False) -> Spec:
+    return Spec(hf, (path,), shape, lambda w: [w], lambda ws: ws[0], per_layer)
+
+
+def _linear_in(hf: str, path: Path, d: int, n: int, dh: int) -> Spec:
+    """torch Linear [n*dh, d] -> kernel [d, n, dh]."""
+    return Spec(hf, (path,), (n * dh, d), lambda w: [w.T.reshape(d, n, dh)],
+                lambda ws: ws[0].reshape(d, n * dh).T, True)
+
+
+def _specs_llama(m: dict[str, Any]) -> list[Spec]:
+    d, h, k, dh, f, v = (m['d_model'], m['num_heads'], m['num_kv_heads'], m['head_dim'],
+                         m['mlp_dim'], m['vocab_size'])
+    p = 'model.layers.{i}.'
+    att = ('layers', 'attention')
+    specs = [
+        _same('model.embed_tokens.weight', ('token_embed', 'embedding'), (v, d)),
+        _same(p + 'input_layernorm.weight', ('layers', 'attention_norm', 'scale'), (d,), True),
+        _linear_in(p + 'self_attn.q_proj.weight', att + ('query', 'kernel'), d, h, dh),
+        _linear_in(p + 'self_attn.k_proj.weight', att + ('key', 'kernel'), d, k, dh),
+        _linear_in(p + 'self_attn.v_proj.weight', att + ('value', 'kernel'), d, k, dh),
+        Spec(p + 'self_attn.o_proj.weight', (att + ('out', 'kernel'),), (d, h * dh),
+             lambda w: [w.T.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d).T, True),
+        _same(p + 'post_attention_layernorm.weight', ('layers', 'mlp_norm', 'scale'), (d,),
+              True),
+        Spec(p + 'mlp.gate_proj.weight', (('layers', 'mlp', 'gate', 'kernel'),), (f, d),
+             lambda w: [w.T], lambda ws: ws[0].T, True),
+        Spec(p + 'mlp.up_proj.weight', (('layers', 'mlp', 'up', 'kernel'),), (f, d),
+             lambda w: [w.T], lambda ws: ws[0].T, True),
+        Spec(p + 'mlp.down_proj.weight', (('layers', 'mlp', 'down', 'kernel'),), (d, f),
+             lambda w: [w.T], lambda ws: ws[0].T, True),
+        _same('model.norm.weight', ('final_norm', 'scale'), (d,)),
+    ]
+    if not m['tie_embeddings']:
+        specs.append(Spec('lm_head.weight', (('lm_head',),), (v, d), lambda w: [w.T],
+                          lambda ws: ws[0].T))
+    return specs
+
+
+def _specs_gpt2(m: dict[str, Any]) -> list[Spec]:
+    d, h, dh, f, v = m['d_model'], m['num_heads'], m['head_dim'], m['mlp_dim'], m['vocab_size']
+    p = 'transformer.h.{i}.'
+    att = ('layers', 'attention')
+    qkv = tuple(att + (n, 'kernel') for n in ('query', 'key', 'value'))
+    qkv_b = tuple(att + (n, 'bias') for n in ('query', 'key', 'value'))
+    specs = [
+        _same('transformer.wte.weight', ('token_embed', 'embedding'), (v, d)),
+        _same('transformer.wpe.weight', ('position_embed', 'embedding'), (m['max_seq_len'], d)),
+        _same(p + 'ln_1.weight', ('layers', 'attention_norm', 'scale'), (d,), True),
+        _same(p + 'ln_1.bias', ('layers', 'attention_norm', 'bias'), (d,), True),
+        # Conv1D weights are [in, out]; c_attn's out is [q | k | v].
+        Spec(p + 'attn.c_attn.weight', qkv, (d, 3 * h * dh),
+             lambda w: [x.reshape(d, h, dh) for x in np.split(w, 3, axis=1)],
+             lambda ws: np.concatenate([x.reshape(d, h * dh) for x in ws], axis=1), True),
+        Spec(p + 'attn.c_attn.bias', qkv_b, (3 * h * dh,),
+             lambda b: [x.reshape(h, dh) for x in np.split(b, 3)],
+             lambda bs: np.concatenate([x.reshape(h * dh) for x in bs]), True),
+        Spec(p + 'attn.c_proj.weight', (att + ('out', 'kernel'),), (h * dh, d),
+             lambda w: [w.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d), True),
+        _same(p + 'attn.c_proj.bias', att + ('out', 'bias'), (d,), True),
+        _same(p + 'ln_2.weight', ('layers', 'mlp_norm', 'scale'), (d,), True),
+        _same(p + 'ln_2.bias', ('layers', 'mlp_norm', 'bias'), (d,), True),
+        _same(p + 'mlp.c_fc.weight', ('layers', 'mlp', 'up', 'kernel'), (d, f), True),
+        _same(p + 'mlp.c_fc.bias', ('layers', 'mlp', 'up', 'bias'), (f,), True),
+        _same(p + 'mlp.c_proj.weight', ('layers', 'mlp', 'down', 'kernel'), (f, d), True),
+        _same(p + 'mlp.c_proj.bias', ('layers', 'mlp', 'down', 'bias'), (d,), True),
+        _same('transformer.ln_f.weight', ('final_norm', 'scale'), (d,)),
+        _same('transformer.ln_f.bias', ('final_norm', 'bias'), (d,)),
+    ]
+    if not m['tie_embeddings']:
+        specs.append(Spec('lm_head.weight', (('lm_head',),), (v, d), lambda w: [w.T],
+                          lambda ws: ws[0].T))
+    return specs
+
+
+def tensor_specs(model: Any) -> list[Spec]:
+    m = dict(model)
+    return _specs_gpt2(m) if infer_family(m) == 'gpt2' else _specs_llama(m)
+
+
+def hf_names(spec: Spec, num_layers: int) -> list[str]:
+    return [spec.hf.format(i=i) for i in range(num_layers)] if spec.per_layer else [spec.hf]
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+class SafetensorsFolder:
+    """Name -> file index over model.safetensors, or the shards of model.safetensors.index.json
+    (else every *.safetensors); `get` reads one tensor."""
+
+    def __init__(self, directory: str) -> None:
+        from safetensors import safe_open  # noqa: PLC0415
+
+        self._open = lambda f: safe_open(f, framework='numpy')
+        index = os.path.join(directory, 'model.safetensors.index.json')
+        single = os.path.join(directory, 'model.safetensors')
+        if os.path.exists(index):
+            with open(index) as f:
+                weight_map = json.load(f)['weight_map']
+            self.files = {n: os.path.join(directory, s) for n, s in weight_map.items()}
+        else:
+            paths = [single] if os.path.exists(single) else sorted(
+                glob.glob(os.path.join(directory, '*.safetensors')))
+            if not paths:
+                raise ConversionError(f'no *.safetensors in {directory} (.bin/.pt checkpoints '
+                                      'are not read: re-save with safe_serialization=True)')
+            self.files = {}
+            for path in paths:
+                with self._open(path) as f:
+                    self.files.update({n: path for n in f.keys()})  # noqa: SIM118
+
+    def names(self) -> set[str]:
+        return set(self.files)
+
+    def resolve(self, name: str) -> str | None:
+        """The stored name: exact, or without a leading 'transformer.'/'model.' (checkpoints of
+        the bare base model, e.g. the original gpt2 upload)."""
+        if name in self.files:
+            return name
+        for prefix in ('transformer.', 'model.'):
+            if name.startswith(prefix) and name[len(prefix):] in self.files:
+                return name[len(prefix):]
+        return None
+
+    def get(self, name: str) -> np.ndarray:
+        stored = self.resolve(name)
+        if stored is None:
+            raise ConversionError(f'missing tensor {name!r} in the checkpoint')
+        with self._open(self.files[stored]) as f:
+            arr = f.get_tensor(stored)
+        if arr.dtype not in _FLOAT_DTYPES:
+            raise ConversionError(f'tensor {name!r} has unexpected dtype {arr.dtype} (expected '
+                                  'float32, bfloat16 or float16; quantized checkpoints are not '
+                                  'supported)')
+        return arr
+
+
+def _set(tree: dict, path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: Any, path: Path) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def read_hf_params(directory: str, model_cfg: Any, param_dtype: Any = np.float32) -> dict:
+    """The jaxlm parameter tree (numpy) of the HF checkpoint in `directory`, read tensor by
+    tensor into preallocated scanned arrays."""
+    m = dict(model_cfg)
+    num_layers = m['num_layers']
+    folder = SafetensorsFolder(directory)
+    specs = tensor_specs(m)
+    params: dict = {}
+    used = set()
+    for spec in specs:
+        for layer, name in enumerate(hf_names(spec, num_layers)):
+            arr = folder.get(name)
+            used.add(folder.resolve(name))
+            if tuple(arr.shape) != spec.hf_shape:
+                raise ConversionError(f'tensor {name!r}: expected shape {spec.hf_shape}, got '
+                                      f'{tuple(arr.shape)}')
+            for path, part in zip(spec.paths, spec.to_jax(arr), strict=True):
+                if spec.per_layer:
+                    if layer == 0:
+                        _set(params, path, np.empty((num_layers,) + part.shape, param_dtype))
+                    _get(params, path)[layer] = part
+                else:
+                    _set(params, path, part.astype(param_dtype))
+            del arr
+    leftover = sorted(n for n in folder.names() - used
+                      if not n.endswith(_IGNORED_SUFFIXES)
+                      and not (m['tie_embeddings'] and n == 'lm_head.weight'))
+    if leftover:
+        raise ConversionError(f'{len(leftover)} tensors have no jaxlm counterpart (unsupported '
+                              f'variant?): {leftover[:8]}')
+    return params
+
+
+def check_params(params: dict, model: Any, seq_len: int) -> None:
+    """The tree, shapes and dtypes must be exactly what the jaxlm model initialises."""
+    import flax.linen as nn  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    abstract = jax.eval_shape(lambda: nn.unbox(model.init(
+        jax.random.key(0), jax.numpy.zeros((1, min(seq_len, 8)), jax.numpy.int32))['params']))
+    want = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(abstract)}
+    have = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params)}
+    if set(want) != set(have):
+        raise ConversionError(f'parameter tree mismatch: missing {sorted(set(want) - set(have))}'
+                              f', unexpected {sorted(set(have) - set(want))}')
+    for k, a in want.items():
+        if tuple(have[k].shape) != tuple(a.shape) or have[k].dtype != a.dtype:
+            raise ConversionError(f'parameter {k}: expected {a.shape} {a.dtype}, got '
+                                  f'{have[k].shape} {have[k].dtype}')
+
+
+# ------------------------------------------------------------------------------- jaxlm run
+
+
+PARAMS_DIR = 'params'
+
+
+def write_run(params: dict, cfg: Any, workdir: str) -> None:
+    """config.json (with `init_params_from` = workdir/params) + a parameters-only checkpoint
+    `params/0`: `load_run` (sampling, evaluation) reads it, and `jaxlm.train` on this workdir
+    starts fine-tuning from it with a fresh optimizer state, saving into `checkpoints/`."""
+    from jaxlm.trainer.checkpoint import save_params  # noqa: PLC0415
+    from jaxlm.trainer.loop import build_model  # noqa: PLC0415
+
+    os.makedirs(workdir, exist_ok=True)
+    params_dir = os.path.join(os.path.abspath(workdir), PARAMS_DIR)
+    if os.path.isdir(params_dir) and os.listdir(params_dir):
+        raise ConversionError(f'{params_dir} already exists: convert into a new workdir')
+    check_params(params, build_model(cfg), cfg.data.seq_len)
+    cfg.init_params_from = params_dir
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+    with open(os.path.join(workdir, 'config.py'), 'w') as f:
+        f.write(_CONFIG_PY)
+    save_params(params_dir, 0, params)
+
+
+_CONFIG_PY = '''"""Written by jaxlm.convert: this workdir's run config (its config.json), so that
+`python -m jaxlm.train --config <workdir>/config.py --workdir <workdir>` fine-tunes it."""
+
+import json
+import os
+
+import ml_collections
+
+
+def get_config():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.json')) as f:
+        return ml_collections.ConfigDict(json.load(f))
+'''
+
+
+def copy_tokenizer(src: str, dst: str) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        path = os.path.join(src, name)
+        if os.path.exists(path):
+            shutil.copyfile(path, os.path.join(dst, name))
+            copied.append(name)
+    return copied
+
+
+def from_hf(hf_dir: str, workdir: str, *, dtype: str = 'float32',
+            param_dtype: str = 'float32') -> Any:
+    """Converts the HF folder `hf_dir` into the jaxlm run `workdir`; returns the run config."""
+    hf = read_hf_config(hf_dir)
+    cfg = jaxlm_config(hf, dtype=dtype, param_dtype=param_dtype)
+    # Fine-tuning tokenizes with the model's own tokenizer, copied into the run below.
+    for kind, name in (('hf', 'tokenizer.json'), ('sentencepiece', 'tokenizer.model')):
+        if os.path.exists(os.path.join(hf_dir, name)):
+            cfg.data.tokenizer.update(kind=kind, path=os.path.join(os.path.abspath(workdir), name))
+            break
+    else:  # weights only: sampling needs token ids, fine-tuning a --config.data.tokenizer.*
+        log.warning('%s has no tokenizer.json or tokenizer.model; the run gets a byte tokenizer',
+                    hf_dir)
+        cfg.data.tokenizer.update(kind='byte', vocab_size=259, path='')
+    params = read_hf_params(hf_dir, cfg.model, _DTYPE_NAMES[param_dtype])
+    write_run(params, cfg, workdir)
+    del params
+    with open(os.path.join(workdir, HF_CONFIG_COPY), 'w') as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+    copy_tokenizer(hf_dir, workdir)
+    return cfg
+
+
+# ------------------------------------------------------------------------------- writing HF
+
+
+def _iter_hf_tensors(params: Any, model_cfg: Any, dtype: Any) -> Iterator[tuple[str, Any]]:
+    m = dict(model_cfg)
+    for spec in tensor_specs(m):
+        for layer, name in enumerate(hf_names(spec, m['num_layers'])):
+            parts = [np.asarray(_get(params, p)[layer] if spec.per_layer else _get(params, p))
+                     for p in spec.paths]
+            yield name, np.ascontiguousarray(spec.to_hf(parts).astype(dtype))
+
+
+def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
+          dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> dict[str, Any]:
+    """Writes the run in `workdir` as an HF folder: config.json, model.safetensors (or shards +
+    model.safetensors.index.json) and the tokenizer files. Returns the HF config."""
+    import jax  # noqa: PLC0415
+    from safetensors.numpy import save_file  # noqa: PLC0415
+
+    from jaxlm.inference.load import load_run  # noqa: PLC0415
+
+    run = load_run(workdir, checkpoint)
+    base = None
+    base_path = os.path.join(workdir, HF_CONFIG_COPY)
+    if os.path.exists(base_path):
+        with open(base_path) as f:
+            base = json.load(f)
+    dtype = dtype or (hf_dtype_name(base) if base else run.config.model.param_dtype)
+    hf = hf_config(run.config.model, base, dtype)
+    os.makedirs(out_dir, exist_ok=True)
+    np_dtype = np.dtype(_DTYPE_NAMES[dtype])
+    m = dict(run.config.model)
+
+    # Plan the shards from the shapes, then write them one after the other.
+    sizes = []
+    for spec in tensor_specs(m):
+        nbytes = math.prod(spec.hf_shape) * np_dtype.itemsize
+        sizes += [(n, nbytes) for n in hf_names(spec, m['num_layers'])]
+    shards, current, current_bytes = [], [], 0
+    for name, nbytes in sizes:
+        if current and current_bytes + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, current_bytes = [], 0
+        current.append(name)
+        current_bytes += nbytes
+    shards.append(current)
+    files = (['model.safetensors'] if len(shards) == 1 else
+             [f'model-{i + 1:05d}-of-{len(shards):05d}.safetensors' for i in range(len(shards))])
+    owner = {n: files[i] for i, names in enumerate(shards) for n in names}
+
+    params = jax.tree.map(np.asarray, run.params)
+    pending: dict[str, np.ndarray] = {}
+    shard_index = 0
+    for name, arr in _iter_hf_tensors(params, m, np_dtype):
+        pending[name] = arr
+        if len(pending) == len(shards[shard_index]):
+            save_file(pending, os.path.join(out_dir, files[shard_index]),
+                      metadata={'format': 'pt'})
+            pending, shard_index = {}, shard_index + 1
+    if len(files) > 1:
+        total = sum(b for _, b in sizes)
+        with open(os.path.join(out_dir, 'model.safetensors.index.json'), 'w') as f:
+            json.dump({'metadata': {'total_size': total}, 'weight_map': owner}, f, indent=2)
+    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+    copy_tokenizer(workdir, out_dir)
+    return hf
