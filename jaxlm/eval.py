@@ -27,6 +27,9 @@ _NUM_FEWSHOT = flags.DEFINE_integer('num_fewshot', None, "Shots for every task (
                                     "task's own: 5 for mmlu, 8 for gsm8k, else 0).")
 _LIMIT = flags.DEFINE_integer('limit', None, 'Evaluate only the first N documents of each task.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Sequences per forward pass.')
+_ADD_BOS = flags.DEFINE_boolean(
+    'add_bos', True, 'Condition requests on BOS (as jaxlm trains); --noadd_bos scores like '
+    "lm-evaluation-harness's HFLM default, e.g. for converted GPT-2 checkpoints.")
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Benchmark data dir (default $JAXLM_DATA_DIR).')
 _OPTION = flags.DEFINE_multi_string('option', [], 'Task option TASK.KEY=VALUE, e.g. '
                                     'mmlu.split=test or perplexity.text=tiny_shakespeare.')
@@ -65,8 +68,8 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
         num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 16,
-        data_dir: str | None = None, options: dict[str, dict[str, str]] | None = None
-        ) -> tuple[str, dict[str, Any]]:
+        data_dir: str | None = None, options: dict[str, dict[str, str]] | None = None,
+        add_bos: bool = True) -> tuple[str, dict[str, Any]]:
     """Evaluates the run's latest checkpoint; returns the output dir and the results."""
     from jaxlm.evaluation.lm import JaxLM  # noqa: PLC0415 (after flag parsing: JAX start-up)
     from jaxlm.evaluation.registry import get_task  # noqa: PLC0415
@@ -79,7 +82,7 @@ def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
             with open(os.path.join(workdir, 'config.json')) as f:
                 kwargs['data_cfg'] = ml_collections.ConfigDict(json.load(f)['data'])
         tasks[name] = get_task(name, **kwargs)
-    lm = JaxLM.from_workdir(workdir, checkpoint, batch_size=batch_size)
+    lm = JaxLM.from_workdir(workdir, checkpoint, batch_size=batch_size, add_bos=add_bos)
     out_dir = os.path.join(workdir, 'eval', str(lm.step))
     os.makedirs(out_dir, exist_ok=True)
     results: dict[str, Any] = {}
@@ -110,7 +113,7 @@ def main(argv: list[str]) -> None:
     out_dir, results = run(_WORKDIR.value, _TASKS.value, checkpoint=_CHECKPOINT.value,
                            num_fewshot=_NUM_FEWSHOT.value, limit=_LIMIT.value,
                            batch_size=_BATCH_SIZE.value, data_dir=_DATA_DIR.value,
-                           options=_task_options(_OPTION.value))
+                           options=_task_options(_OPTION.value), add_bos=_ADD_BOS.value)
     print(markdown_table(results))
     print(f'\nwrote {os.path.join(out_dir, "results.json")}')
 

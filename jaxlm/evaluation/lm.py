@@ -53,8 +53,13 @@ def _bucket(n: int, max_len: int) -> int:
 
 class JaxLM:
     def __init__(self, model: Transformer, params: Any, tokenizer: Tokenizer, *,
-                 batch_size: int = 16, max_length: int | None = None) -> None:
+                 batch_size: int = 16, max_length: int | None = None,
+                 add_bos: bool = True) -> None:
+        """`add_bos`: condition every request on the tokenizer's BOS, as jaxlm trains. False
+        scores as lm-evaluation-harness's HFLM does by default (e.g. for converted GPT-2): no
+        prefix, except the EOS token before an empty context."""
         self.model, self.params, self.tokenizer = model, params, tokenizer
+        self.add_bos = add_bos
         self.batch_size = batch_size
         self.max_length = max_length or model.cfg.max_seq_len
         self._score = jax.jit(self._score_fn)
@@ -88,7 +93,12 @@ class JaxLM:
             context = context[:-n_spaces]
         whole = self.tokenizer.encode(context + continuation)
         ctx = self.tokenizer.encode(context)
-        return [self.tokenizer.bos_id] + ctx, whole[len(ctx):]
+        return self._prefix(ctx) + ctx, whole[len(ctx):]
+
+    def _prefix(self, context_tokens: list[int]) -> list[int]:
+        if self.add_bos:
+            return [self.tokenizer.bos_id]
+        return [] if context_tokens else [self.tokenizer.eos_id]
 
     def loglikelihood_tokens(self, pairs: Sequence[TokenPair],
                              progress: Callable[[int], None] | None = None
@@ -131,8 +141,9 @@ class JaxLM:
         """Total log-likelihood of each text, every token predicted once (perplexity)."""
         windows, owner = [], []
         for i, text in enumerate(texts):
-            for pair in rolling_token_windows(self.tokenizer.encode(text),
-                                              self.tokenizer.bos_id, self.max_length):
+            prefix = self.tokenizer.bos_id if self.add_bos else self.tokenizer.eos_id
+            for pair in rolling_token_windows(self.tokenizer.encode(text), prefix,
+                                              self.max_length):
                 windows.append(pair)
                 owner.append(i)
         totals = [0.0] * len(texts)
@@ -157,8 +168,8 @@ class JaxLM:
             budget = self.max_length - max_gen
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                prompts = [([self.tokenizer.bos_id] +
-                            self.tokenizer.encode(requests[i][0]))[-budget:] for i in chunk]
+                encoded = [self.tokenizer.encode(requests[i][0]) for i in chunk]
+                prompts = [(self._prefix(e) + e)[-budget:] for e in encoded]
                 new = generate(self.model, self.params, prompts, max_new_tokens=max_gen,
                                temperature=temperature, eos_id=self.tokenizer.eos_id)
                 for i, toks in zip(chunk, new, strict=True):

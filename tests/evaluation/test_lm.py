@@ -77,3 +77,15 @@ def test_generate_until_cuts_at_stop_strings(lm):
         stop = out[1:3]
         cut = lm.generate_until([('Hello', {'until': [stop], 'max_gen_toks': 12})])[0]
         assert cut == out[:out.index(stop)]
+
+
+def test_without_bos_scores_like_the_harness_default(lm):
+    """add_bos=False: no prefix before a non-empty context, EOS before an empty one (HFLM)."""
+    plain = JaxLM(lm.model, lm.params, lm.tokenizer, batch_size=4, add_bos=False)
+    tok = lm.tokenizer
+    ctx, cont = plain.encode_pair('The cat', ' sat')
+    assert ctx == tok.encode('The cat') and cont == tok.encode(' sat')
+    assert plain.encode_pair('', 'Hi')[0] == [tok.eos_id]
+    (lp, _), = plain.loglikelihood([('The cat', ' sat')])
+    assert lp == pytest.approx(_manual(plain, ctx, cont), abs=1e-4)
+    assert lp != pytest.approx(lm.loglikelihood([('The cat', ' sat')])[0][0], abs=1e-6)
