@@ -10,9 +10,7 @@ anything else raises, so a comparison can never silently run a different model.
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -202,13 +200,3 @@ def make_train_step(model: nn.Module, opt: torch.optim.Optimizer, dtype: torch.d
         return loss.item()  # .item() synchronises (a no-op on CPU, but keeps timing honest)
     return step
 
-
-def timed_steps(step: Callable[[], Any], n: int) -> Iterator[float]:
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        yield time.perf_counter() - t0
-
-
-def expected_initial_loss(vocab_size: int) -> float:
-    return math.log(vocab_size)

@@ -32,3 +32,10 @@ def test_aot_memory_of_a_large_config(tmp_path):
     stdout, _ = _run(['benchmarks/aot_memory.py', '--models', 'llama_125m', '--seq_len', '256'],
                      tmp_path)
     assert '| llama_125m |' in stdout
+
+
+def test_decode_throughput_with_and_without_cache(tmp_path):
+    stdout, out = _run(['benchmarks/decode_throughput.py', '--config', 'tiny', '--batches', '2',
+                        '--lengths', '32', '--runs', '1', '--nocache_steps', '4'], tmp_path)
+    assert '| 2 | 32 | 16 + 16 |' in stdout
+    assert out['rows'][0]['cache_tok_s'] > 0 and out['rows'][0]['nocache_tok_s'] > 0

@@ -69,10 +69,6 @@ class HFTokenizer:
                 return self._tok.token_to_id(token)
         return None
 
-    @classmethod
-    def from_dir(cls, directory: str | os.PathLike) -> HFTokenizer:
-        return cls(os.path.join(directory, TOKENIZER_JSON))
-
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)

@@ -68,10 +68,6 @@ class JaxLMAdapter(LM):
         self.lm = lm
         self.max_gen_toks = int(max_gen_toks)
 
-    @classmethod
-    def from_lm(cls, lm: JaxLM, **kwargs: Any) -> JaxLMAdapter:
-        return cls(lm=lm, **kwargs)
-
     @property
     def tokenizer_name(self) -> str:
         return type(self.lm.tokenizer).__name__

@@ -137,11 +137,6 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int) -> dict[str, jax
             'index': jnp.zeros((), jnp.int32)}
 
 
-def cache_partition_specs() -> dict[str, jax.sharding.PartitionSpec]:
-    """Logical PartitionSpecs of `init_cache`'s tree (map with `nn.logical_to_mesh_sharding`)."""
-    return {k: jax.sharding.PartitionSpec(*v) for k, v in CACHE_LOGICAL_AXES.items()}
-
-
 class Transformer(nn.Module):
     cfg: TransformerConfig
 

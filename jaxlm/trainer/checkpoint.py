@@ -124,8 +124,9 @@ def save_params(directory: str, step: int, params: Any) -> None:
     """A parameters-only checkpoint that `restore_params` and `config.init_params_from` read
     (e.g. a converted Hugging Face model): no optimizer state is materialised for it.
 
-    Nested dicts of host arrays are moved to the device leaf by leaf *in place*, so each host
-    copy is freed as soon as its device copy exists (a 7B model is never held twice)."""
+    Nested dicts of host arrays are moved to the device leaf by leaf *in place*, freeing each
+    host copy early (1.2B model: peak 11.6 -> 9.4 GiB). orbax's save still doubles host memory
+    by itself (4 GiB of arrays peaked at 8.2 GiB), so this is not yet a one-copy save."""
     _to_device_in_place(params)
     with ocp.CheckpointManager(
             os.path.abspath(directory),

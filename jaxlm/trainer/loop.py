@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import shutil
@@ -36,8 +35,6 @@ from jaxlm.trainer.state import (
     with_shardings,
 )
 from jaxlm.trainer.step import make_eval_step, make_train_step
-
-log = logging.getLogger(__name__)
 
 BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'loss_mask')
 TOKENIZER_FILE = 'tokenizer.model'
