@@ -34,20 +34,33 @@ def load_run(workdir: str, checkpoint: str | None = None) -> LoadedRun:
     a checkpoints directory (its latest step is used; default `workdir/checkpoints`, or the
     config's `init_params_from` while the run has no checkpoint of its own) or one step's
     directory inside it (`.../checkpoints/1200`)."""
+    cfg = read_run_config(workdir)
+    model = build_model(cfg)
+    directory, step = checkpoint_location(workdir, cfg, checkpoint)
+    abstract = param_abstract(model, cfg.data.seq_len, local_device())
+    step, params = restore_params(directory, abstract, step=step)
+    return LoadedRun(cfg, model, _tokenizer(workdir, cfg), params, step, workdir)
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     config_path = os.path.join(workdir, 'config.json')
     if not os.path.exists(config_path):
         raise FileNotFoundError(f'{config_path} not found: is {workdir!r} a jaxlm.train workdir?')
     with open(config_path) as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
-    model = build_model(cfg)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def checkpoint_location(workdir: str, cfg: ml_collections.ConfigDict,
+                        checkpoint: str | None = None) -> tuple[str, int | None]:
+    """(checkpoints directory, step or None = latest) that `load_run` reads; see there."""
     own = os.path.join(workdir, 'checkpoints')
     if checkpoint is None and not _has_steps(own) and cfg.get('init_params_from'):
         checkpoint = cfg.init_params_from  # e.g. a converted model before any fine-tuning
-    directory, step = split_checkpoint_path(checkpoint or own)
-    step, params = restore_params(directory, param_abstract(model, cfg.data.seq_len, device),
-                                  step=step)
-    return LoadedRun(cfg, model, _tokenizer(workdir, cfg), params, step, workdir)
+    return split_checkpoint_path(checkpoint or own)
+
+
+def local_device() -> jax.sharding.Sharding:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
 def _has_steps(directory: str) -> bool:

@@ -1,13 +1,14 @@
 """Hugging Face <-> jaxlm checkpoint conversion (GPT-2, LLaMA 2/3, Mistral).
 
-Tensors are streamed one at a time: HF -> jaxlm reads each safetensors tensor with
-`safe_open(framework='numpy')`, reshapes it into jaxlm's layout and writes it into a preallocated
-scanned [num_layers, ...] array, so memory holds the jaxlm parameters plus one HF tensor. jaxlm ->
-HF writes shards (default 5 GB) one after the other from the restored parameters.
+Tensors are streamed: HF -> jaxlm reads each safetensors tensor with `safe_open(framework='numpy')`,
+reshapes it into jaxlm's layout and writes it into its scanned [num_layers, ...] array; each
+completed array is saved (orbax partial saving) and freed before the next is read, so memory holds
+about one stacked parameter, never the model. jaxlm -> HF writes shards (default 5 GB) one after
+the other from the restored parameters.
 
 The jaxlm run written from an HF folder is a run directory before its first step: config.json
 with `init_params_from` pointing at a parameters-only orbax checkpoint `params/0` (no optimizer
-state is materialised, so conversion holds one copy of the weights), the tokenizer files and the
+state is materialised), the tokenizer files and the
 original HF config (hf_config.json, the template when converting back). `load_run` (so
 `jaxlm.sample`, `jaxlm.eval`) reads `params/`; `jaxlm.train` on the workdir starts fine-tuning from
 it with a fresh optimizer state and saves its own `checkpoints/`.
@@ -22,7 +23,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ml_dtypes
@@ -398,55 +399,74 @@ def _get(tree: Any, path: Path) -> Any:
     return tree
 
 
-def read_hf_params(directory: str, model_cfg: Any, param_dtype: Any = np.float32) -> dict:
-    """The jaxlm parameter tree (numpy) of the HF checkpoint in `directory`, read tensor by
-    tensor into preallocated scanned arrays."""
-    m = dict(model_cfg)
-    num_layers = m['num_layers']
-    folder = SafetensorsFolder(directory)
-    specs = tensor_specs(m)
-    params: dict = {}
-    used = set()
-    for spec in specs:
-        for layer, name in enumerate(hf_names(spec, num_layers)):
-            arr = folder.get(name)
-            used.add(folder.resolve(name))
-            if tuple(arr.shape) != spec.hf_shape:
-                raise ConversionError(f'tensor {name!r}: expected shape {spec.hf_shape}, got '
-                                      f'{tuple(arr.shape)}')
-            for path, part in zip(spec.paths, spec.to_jax(arr), strict=True):
-                if spec.per_layer:
-                    if layer == 0:
-                        _set(params, path, np.empty((num_layers,) + part.shape, param_dtype))
-                    _get(params, path)[layer] = part
-                else:
-                    _set(params, path, part.astype(param_dtype))
-            del arr
+def _check_tensor_names(folder: SafetensorsFolder, specs: list[Spec], m: dict[str, Any]) -> None:
+    """Missing and unexpected tensors, named before any data is read."""
+    expected = [n for spec in specs for n in hf_names(spec, m['num_layers'])]
+    missing = [n for n in expected if folder.resolve(n) is None]
+    if missing:
+        raise ConversionError(f'{len(missing)} tensors missing from the checkpoint: '
+                              f'{missing[:8]}')
+    used = {folder.resolve(n) for n in expected}
     leftover = sorted(n for n in folder.names() - used
                       if not n.endswith(_IGNORED_SUFFIXES)
                       and not (m['tie_embeddings'] and n == 'lm_head.weight'))
     if leftover:
         raise ConversionError(f'{len(leftover)} tensors have no jaxlm counterpart (unsupported '
                               f'variant?): {leftover[:8]}')
-    return params
 
 
-def check_params(params: dict, model: Any, seq_len: int) -> None:
-    """The tree, shapes and dtypes must be exactly what the jaxlm model initialises."""
+def iter_hf_params(directory: str, model_cfg: Any,
+                   param_dtype: Any = np.float32) -> Iterator[tuple[Path, np.ndarray]]:
+    """The jaxlm parameters (path, numpy array) of the HF checkpoint in `directory`, streamed: one
+    spec's HF tensors are read one at a time into its scanned [num_layers, ...] arrays, which are
+    yielded when complete, so memory holds one stacked parameter (plus one HF tensor)."""
+    m = dict(model_cfg)
+    num_layers = m['num_layers']
+    folder = SafetensorsFolder(directory)
+    specs = tensor_specs(m)
+    _check_tensor_names(folder, specs, m)
+    for spec in specs:
+        arrays: dict[Path, np.ndarray] = {}
+        for layer, name in enumerate(hf_names(spec, num_layers)):
+            arr = folder.get(name)
+            if tuple(arr.shape) != spec.hf_shape:
+                raise ConversionError(f'tensor {name!r}: expected shape {spec.hf_shape}, got '
+                                      f'{tuple(arr.shape)}')
+            for path, part in zip(spec.paths, spec.to_jax(arr), strict=True):
+                if not spec.per_layer:
+                    arrays[path] = part.astype(param_dtype)
+                    continue
+                if layer == 0:
+                    arrays[path] = np.empty((num_layers,) + part.shape, param_dtype)
+                arrays[path][layer] = part
+            del arr
+        while arrays:  # hand each array over and drop it here, so the saver can release it
+            yield arrays.popitem()
+
+
+def checked_params(leaves: Iterable[tuple[Path, Any]], model: Any,
+                   seq_len: int) -> Iterator[tuple[Path, Any]]:
+    """Passes `leaves` through, checking each against the parameter the jaxlm model initialises
+    (tree path, shape, dtype); raises at the end if any parameter never came."""
     import flax.linen as nn  # noqa: PLC0415
     import jax  # noqa: PLC0415
+    from flax import traverse_util  # noqa: PLC0415
 
-    abstract = jax.eval_shape(lambda: nn.unbox(model.init(
-        jax.random.key(0), jax.numpy.zeros((1, min(seq_len, 8)), jax.numpy.int32))['params']))
-    want = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(abstract)}
-    have = {jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params)}
-    if set(want) != set(have):
-        raise ConversionError(f'parameter tree mismatch: missing {sorted(set(want) - set(have))}'
-                              f', unexpected {sorted(set(have) - set(want))}')
-    for k, a in want.items():
-        if tuple(have[k].shape) != tuple(a.shape) or have[k].dtype != a.dtype:
-            raise ConversionError(f'parameter {k}: expected {a.shape} {a.dtype}, got '
-                                  f'{have[k].shape} {have[k].dtype}')
+    expected = traverse_util.flatten_dict(jax.eval_shape(lambda: nn.unbox(model.init(
+        jax.random.key(0), jax.numpy.zeros((1, min(seq_len, 8)), jax.numpy.int32))['params'])))
+    seen = set()
+    for path, value in leaves:
+        want = expected.get(tuple(path))
+        if want is None:
+            raise ConversionError(f'unexpected parameter {"/".join(path)}')
+        if tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
+            raise ConversionError(f'parameter {"/".join(path)}: expected {want.shape} '
+                                  f'{want.dtype}, got {value.shape} {value.dtype}')
+        seen.add(tuple(path))
+        yield path, value
+    missing = sorted('/'.join(p) for p in set(expected) - seen)
+    if missing:
+        raise ConversionError(f'parameters missing after conversion: {missing[:8]}')
 
 
 # ------------------------------------------------------------------------------- jaxlm run
@@ -455,10 +475,11 @@ def check_params(params: dict, model: Any, seq_len: int) -> None:
 PARAMS_DIR = 'params'
 
 
-def write_run(params: dict, cfg: Any, workdir: str) -> None:
-    """config.json (with `init_params_from` = workdir/params) + a parameters-only checkpoint
-    `params/0`: `load_run` (sampling, evaluation) reads it, and `jaxlm.train` on this workdir
-    starts fine-tuning from it with a fresh optimizer state, saving into `checkpoints/`."""
+def write_run(leaves: Iterable[tuple[Path, Any]], cfg: Any, workdir: str) -> None:
+    """A parameters-only checkpoint `params/0` of `leaves` (streamed, each checked against the
+    model), then config.json with `init_params_from` = workdir/params: `load_run` (sampling,
+    evaluation) reads it, and `jaxlm.train` on this workdir starts fine-tuning from it with a fresh
+    optimizer state, saving into `checkpoints/`. A conversion error leaves no checkpoint."""
     from jaxlm.trainer.checkpoint import save_params  # noqa: PLC0415
     from jaxlm.trainer.loop import build_model  # noqa: PLC0415
 
@@ -466,13 +487,12 @@ def write_run(params: dict, cfg: Any, workdir: str) -> None:
     params_dir = os.path.join(os.path.abspath(workdir), PARAMS_DIR)
     if os.path.isdir(params_dir) and os.listdir(params_dir):
         raise ConversionError(f'{params_dir} already exists: convert into a new workdir')
-    check_params(params, build_model(cfg), cfg.data.seq_len)
+    save_params(params_dir, 0, checked_params(leaves, build_model(cfg), cfg.data.seq_len))
     cfg.init_params_from = params_dir
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
     with open(os.path.join(workdir, 'config.py'), 'w') as f:
         f.write(_CONFIG_PY)
-    save_params(params_dir, 0, params)
 
 
 _CONFIG_PY = '''"""Written by jaxlm.convert: this workdir's run config (its config.json), so that
@@ -514,9 +534,7 @@ def from_hf(hf_dir: str, workdir: str, *, dtype: str = 'float32',
         log.warning('%s has no tokenizer.json or tokenizer.model; the run gets a byte tokenizer',
                     hf_dir)
         cfg.data.tokenizer.update(kind='byte', vocab_size=259, path='')
-    params = read_hf_params(hf_dir, cfg.model, _DTYPE_NAMES[param_dtype])
-    write_run(params, cfg, workdir)
-    del params
+    write_run(iter_hf_params(hf_dir, cfg.model, _DTYPE_NAMES[param_dtype]), cfg, workdir)
     with open(os.path.join(workdir, HF_CONFIG_COPY), 'w') as f:
         json.dump(hf, f, indent=2, sort_keys=True)
     copy_tokenizer(hf_dir, workdir)
@@ -526,35 +544,52 @@ def from_hf(hf_dir: str, workdir: str, *, dtype: str = 'float32',
 # ------------------------------------------------------------------------------- writing HF
 
 
-def _iter_hf_tensors(params: Any, model_cfg: Any, dtype: Any) -> Iterator[tuple[str, Any]]:
+def _iter_hf_tensors(read: Callable[[tuple[Path, ...]], list[np.ndarray]], model_cfg: Any,
+                     dtype: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """HF tensors in spec order; `read(paths)` returns those jaxlm parameters, one spec's at a
+    time, so only one stacked parameter is in memory."""
     m = dict(model_cfg)
     for spec in tensor_specs(m):
+        arrays = read(spec.paths)
         for layer, name in enumerate(hf_names(spec, m['num_layers'])):
-            parts = [np.asarray(_get(params, p)[layer] if spec.per_layer else _get(params, p))
-                     for p in spec.paths]
+            parts = [a[layer] if spec.per_layer else a for a in arrays]
             yield name, np.ascontiguousarray(spec.to_hf(parts).astype(dtype))
+        del arrays
 
 
 def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
           dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> dict[str, Any]:
     """Writes the run in `workdir` as an HF folder: config.json, model.safetensors (or shards +
-    model.safetensors.index.json) and the tokenizer files. Returns the HF config."""
-    import jax  # noqa: PLC0415
+    model.safetensors.index.json) and the tokenizer files. Returns the HF config. Parameters are
+    restored one spec at a time, so memory holds one stacked parameter plus the current shard."""
+    from flax import traverse_util  # noqa: PLC0415
     from safetensors.numpy import save_file  # noqa: PLC0415
 
-    from jaxlm.inference.load import load_run  # noqa: PLC0415
+    from jaxlm.inference import load  # noqa: PLC0415
+    from jaxlm.trainer.checkpoint import restore_params  # noqa: PLC0415
+    from jaxlm.trainer.loop import build_model  # noqa: PLC0415
+    from jaxlm.trainer.state import param_abstract  # noqa: PLC0415
 
-    run = load_run(workdir, checkpoint)
+    cfg = load.read_run_config(workdir)
+    directory, step = load.checkpoint_location(workdir, cfg, checkpoint)
+    abstract = traverse_util.flatten_dict(param_abstract(
+        build_model(cfg), cfg.data.seq_len, load.local_device()))
+
+    def read(paths: tuple[Path, ...]) -> list[np.ndarray]:
+        target = traverse_util.unflatten_dict({p: abstract[p] for p in paths})
+        _, params = restore_params(directory, target, step)
+        return [np.asarray(_get(params, p)) for p in paths]
+
     base = None
     base_path = os.path.join(workdir, HF_CONFIG_COPY)
     if os.path.exists(base_path):
         with open(base_path) as f:
             base = json.load(f)
-    dtype = dtype or (hf_dtype_name(base) if base else run.config.model.param_dtype)
-    hf = hf_config(run.config.model, base, dtype)
+    dtype = dtype or (hf_dtype_name(base) if base else cfg.model.param_dtype)
+    hf = hf_config(cfg.model, base, dtype)
     os.makedirs(out_dir, exist_ok=True)
     np_dtype = np.dtype(_DTYPE_NAMES[dtype])
-    m = dict(run.config.model)
+    m = dict(cfg.model)
 
     # Plan the shards from the shapes, then write them one after the other.
     sizes = []
@@ -573,10 +608,9 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
              [f'model-{i + 1:05d}-of-{len(shards):05d}.safetensors' for i in range(len(shards))])
     owner = {n: files[i] for i, names in enumerate(shards) for n in names}
 
-    params = jax.tree.map(np.asarray, run.params)
     pending: dict[str, np.ndarray] = {}
     shard_index = 0
-    for name, arr in _iter_hf_tensors(params, m, np_dtype):
+    for name, arr in _iter_hf_tensors(read, m, np_dtype):
         pending[name] = arr
         if len(pending) == len(shards[shard_index]):
             save_file(pending, os.path.join(out_dir, files[shard_index]),

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import grain
@@ -120,26 +123,35 @@ def split_checkpoint_path(path: str) -> tuple[str, int | None]:
     return (os.path.dirname(path), int(name)) if name.isdigit() else (path, None)
 
 
-def save_params(directory: str, step: int, params: Any) -> None:
-    """A parameters-only checkpoint that `restore_params` and `config.init_params_from` read
-    (e.g. a converted Hugging Face model): no optimizer state is materialised for it.
+def save_params(directory: str, step: int,
+                leaves: Iterable[tuple[tuple[str, ...], Any]]) -> None:
+    """A parameters-only checkpoint `directory/step` that `restore_params` and
+    `config.init_params_from` read (e.g. a converted Hugging Face model), written leaf by leaf.
 
-    Nested dicts of host arrays are moved to the device leaf by leaf *in place*, freeing each
-    host copy early (1.2B model: peak 11.6 -> 9.4 GiB). orbax's save still doubles host memory
-    by itself (4 GiB of arrays peaked at 8.2 GiB), so this is not yet a one-copy save."""
-    _to_device_in_place(params)
-    with ocp.CheckpointManager(
-            os.path.abspath(directory),
-            item_handlers={'state': ocp.StandardCheckpointHandler()},
-            options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False)) as manager:
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(
-            {'params': params})))
+    `leaves` yields (path, array) pairs, e.g. `flax.traverse_util.flatten_dict(params).items()`
+    or a generator streaming from safetensors. Each leaf goes through orbax's partial saving and is
+    released before the next is drawn, so peak host memory is about the largest leaf (a one-shot
+    orbax save of the whole tree holds a second copy of it: 4 GiB of arrays peaked at 11.9 GiB).
+    The checkpoint is staged beside `directory` and moved in only when complete: if `leaves`
+    raises, nothing is left behind."""
+    from orbax.checkpoint.experimental.v1 import partial  # noqa: PLC0415
 
-
-def _to_device_in_place(tree: Any) -> None:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                _to_device_in_place(value)
-            else:
-                tree[key] = jax.device_put(value)
+    directory = os.path.abspath(directory)
+    if os.path.exists(os.path.join(directory, str(step))):
+        raise CheckpointError(f'{directory}/{step} already exists')
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.staging-',
+                             dir=os.path.dirname(directory))
+    try:
+        staged = os.path.join(stage, str(step))
+        for path, value in leaves:
+            tree: dict[str, Any] = {path[-1]: value}
+            for key in reversed(('params',) + tuple(path[:-1])):
+                tree = {key: tree}
+            partial.save(staged, tree)
+            del tree, value
+        partial.finalize(staged)
+        os.makedirs(directory, exist_ok=True)
+        os.rename(staged, os.path.join(directory, str(step)))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
