@@ -1,23 +1,20 @@
 """Vectorised MinHash signatures.
 
 Each token (word or character) is hashed once; n-gram shingles are combined from token hashes
-with a polynomial over uint64 and mixed down to 32 bits. The k permutations are the universal
-hashes h_i(x) = (a_i x + b_i) mod (2^61 - 1), evaluated as one [k, shingles] matrix for a batch
-of documents, with the per-document minimum taken by `np.minimum.reduceat`.
+with a polynomial over uint64 and mixed down to 32 bits. The k permutations are Dietzfelbinger's
+multiply-add-shift hashes h_i(x) = ((a_i x + b_i) mod 2^64) >> 32 with random 64-bit a_i, b_i
+(strongly universal from 32-bit keys to 32-bit values), evaluated as one [k, shingles] matrix for
+a batch of documents. The shift is monotone, so the per-document minimum is taken first (by
+`np.minimum.reduceat`) and only the [documents, k] minima are shifted: two uint64 passes over
+the matrix plus the minimum.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import re
-
 import numpy as np
 
-MERSENNE_61 = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint32(0xFFFFFFFF)
 _MUL = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime: the polynomial base for n-grams
-_WORD = re.compile(r"[a-z0-9']+")  # the tokens of near_duplicates/pairs.tsv's jaccard_word5gram
 _COLUMNS_PER_BLOCK = 1 << 14  # bounds the [k, columns] matrix to k * 128 KiB
 
 
@@ -29,17 +26,47 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-@functools.lru_cache(maxsize=1 << 20)
-def _word_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode('utf-8'), digest_size=8).digest(), 'little')
+def _word_table() -> np.ndarray:
+    table = np.zeros(256, bool)
+    for c in b"abcdefghijklmnopqrstuvwxyz0123456789'":
+        table[c] = True
+    return table
+
+
+# `[a-z0-9']+` on the lower-cased text: the tokens of near_duplicates/pairs.tsv's jaccard. They are
+# ASCII, so on UTF-8 bytes they are the same runs (multi-byte sequences never match).
+_IS_WORD_BYTE = _word_table()
+_INV_MUL = np.uint64(pow(int(_MUL), -1, 1 << 64))
+
+
+def _word_hashes(data: np.ndarray) -> np.ndarray:
+    """uint64 hash of every `[a-z0-9']+` run of the uint8 array, without a Python loop.
+
+    A run's hash is the polynomial sum(byte_k * MUL^(k - start)) mod 2^64, read off prefix sums
+    of byte_k * MUL^k (MUL is odd, hence invertible mod 2^64), then mixed with its length.
+    """
+    is_word = _IS_WORD_BYTE[data]
+    edges = np.diff(np.concatenate([[False], is_word, [False]]).astype(np.int8))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if not len(starts):
+        return np.zeros(0, np.uint64)
+    powers = np.empty(len(data) + 1, np.uint64)
+    powers[0] = 1
+    np.cumprod(np.full(len(data), _MUL), out=powers[1:])
+    inverse = np.empty(len(data) + 1, np.uint64)
+    inverse[0] = 1
+    np.cumprod(np.full(len(data), _INV_MUL), out=inverse[1:])
+    prefix = np.zeros(len(data) + 1, np.uint64)
+    np.cumsum(data.astype(np.uint64) * powers[:-1], out=prefix[1:])
+    poly = (prefix[ends] - prefix[starts]) * inverse[starts]
+    return _splitmix64(poly ^ (ends - starts).astype(np.uint64))
 
 
 def token_hashes(text: str, shingle: str) -> np.ndarray:
     """uint64 hash per token: lower-cased `[a-z0-9']+` words, or lower-cased characters."""
     text = text.lower()
     if shingle == 'word':
-        words = _WORD.findall(text)
-        return np.fromiter((_word_hash(w) for w in words), np.uint64, len(words))
+        return _word_hashes(np.frombuffer(text.encode('utf-8'), np.uint8))
     if shingle == 'char':
         codepoints = np.frombuffer(text.encode('utf-32-le'), '<u4').astype(np.uint64)
         return _splitmix64(codepoints)
@@ -47,7 +74,8 @@ def token_hashes(text: str, shingle: str) -> np.ndarray:
 
 
 def shingle_hashes(text: str, shingle: str, ngram_size: int) -> np.ndarray:
-    """Sorted unique 32-bit hashes (as uint64) of the document's n-gram shingle set.
+    """32-bit hashes (as uint64) of the document's n-gram shingles, repeats included: a repeat
+    never changes a minimum, so deduplicating them would only cost a sort.
 
     A document shorter than `ngram_size` tokens is one shingle; one without tokens has none.
     """
@@ -59,20 +87,15 @@ def shingle_hashes(text: str, shingle: str, ngram_size: int) -> np.ndarray:
     combined = np.zeros(count, np.uint64)
     for j in range(n):
         combined = combined * _MUL + tokens[j:j + count]
-    return np.unique(_splitmix64(combined) >> np.uint64(32))
+    return _splitmix64(combined) >> np.uint64(32)
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b) of the universal hashes, below 2^32 so that a*x + b never overflows uint64."""
+    """(a, b) of the k hash functions: a odd, both uniform 64-bit."""
     rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 32, num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64)
+    a = rng.integers(0, 1 << 64, num_perm, dtype=np.uint64, endpoint=False) | np.uint64(1)
+    b = rng.integers(0, 1 << 64, num_perm, dtype=np.uint64, endpoint=False)
     return a, b
-
-
-def _mod_mersenne61(y: np.ndarray) -> np.ndarray:
-    y = (y & MERSENNE_61) + (y >> np.uint64(61))
-    return np.where(y >= MERSENNE_61, y - MERSENNE_61, y)
 
 
 def signatures(shingle_sets: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -83,13 +106,16 @@ def signatures(shingle_sets: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> 
         return out
     values = np.concatenate(shingle_sets)
     owner = np.repeat(np.arange(len(shingle_sets)), lengths)
+    hashed = np.empty((len(a), _COLUMNS_PER_BLOCK), np.uint64)
     for start in range(0, len(values), _COLUMNS_PER_BLOCK):
         x, docs = values[start:start + _COLUMNS_PER_BLOCK], owner[start:start + _COLUMNS_PER_BLOCK]
-        hashed = (_mod_mersenne61(a[:, None] * x[None, :] + b[:, None]) & np.uint64(MAX_HASH))
+        block = hashed[:, :len(x)]
+        np.multiply(a[:, None], x[None, :], out=block)  # wraps mod 2^64, as intended
+        block += b[:, None]
         seg_starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-        block_min = np.minimum.reduceat(hashed, seg_starts, axis=1).T.astype(np.uint32)
+        block_min = (np.minimum.reduceat(block, seg_starts, axis=1).T >> np.uint64(32))
         seg_docs = docs[seg_starts]  # distinct within a block: owners are contiguous
-        out[seg_docs] = np.minimum(out[seg_docs], block_min)
+        out[seg_docs] = np.minimum(out[seg_docs], block_min.astype(np.uint32))
     return out
 
 
