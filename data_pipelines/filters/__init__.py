@@ -1,0 +1,1 @@
+"""Document filters: each is a callable `Document -> Document | str` (kept document or removal reason)."""
