@@ -17,6 +17,7 @@ from data_pipelines.document import Document
 log = logging.getLogger(__name__)
 SHINGLES = ('word', 'char')
 _SCURVE_POINTS = (0.5, 0.7, 0.8)
+_BATCH_CHARS = 1 << 21
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +57,29 @@ class MinHashConfig:
 
 def document_signatures(texts: list[str], cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     """([documents, num_perm] uint32 signatures, bool mask of documents with any shingle)."""
-    shingles = [sig_lib.shingle_hashes(t, cfg.shingle, cfg.ngram_size) for t in texts]
     a, b = sig_lib.permutations(cfg.num_perm, cfg.seed)
-    return sig_lib.signatures(shingles, a, b), np.array([len(s) > 0 for s in shingles], bool)
+    sigs, has_shingles = [], []
+    for start, stop in _batches([len(t) for t in texts]):
+        values, owner = sig_lib.shingle_hashes(texts[start:stop], cfg.shingle, cfg.ngram_size)
+        sigs.append(sig_lib.signatures(values, owner, stop - start, a, b))
+        has_shingles.append(np.bincount(owner, minlength=stop - start) > 0)
+    if not sigs:
+        return np.zeros((0, cfg.num_perm), np.uint32), np.zeros(0, bool)
+    return np.concatenate(sigs), np.concatenate(has_shingles)
+
+
+def _batches(lengths: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) runs of documents of about _BATCH_CHARS characters in all: large enough to
+    amortise NumPy's per-call cost, small enough to bound the per-byte work arrays."""
+    bounds, total, start = [], 0, 0
+    for i, n in enumerate(lengths):
+        total += n
+        if total >= _BATCH_CHARS:
+            bounds.append((start, i + 1))
+            start, total = i + 1, 0
+    if start < len(lengths):
+        bounds.append((start, len(lengths)))
+    return bounds
 
 
 def _band_keys(docs: list[Document], cfg: MinHashConfig

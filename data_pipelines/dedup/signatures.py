@@ -39,8 +39,9 @@ _IS_WORD_BYTE = _word_table()
 _INV_MUL = np.uint64(pow(int(_MUL), -1, 1 << 64))
 
 
-def _word_hashes(data: np.ndarray) -> np.ndarray:
-    """uint64 hash of every `[a-z0-9']+` run of the uint8 array, without a Python loop.
+def _word_hashes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 hash, start offset) of every `[a-z0-9']+` run of the uint8 array, without a
+    Python loop.
 
     A run's hash is the polynomial sum(byte_k * MUL^(k - start)) mod 2^64, read off prefix sums
     of byte_k * MUL^k (MUL is odd, hence invertible mod 2^64), then mixed with its length.
@@ -48,8 +49,6 @@ def _word_hashes(data: np.ndarray) -> np.ndarray:
     is_word = _IS_WORD_BYTE[data]
     edges = np.diff(np.concatenate([[False], is_word, [False]]).astype(np.int8))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    if not len(starts):
-        return np.zeros(0, np.uint64)
     powers = np.empty(len(data) + 1, np.uint64)
     powers[0] = 1
     np.cumprod(np.full(len(data), _MUL), out=powers[1:])
@@ -59,35 +58,56 @@ def _word_hashes(data: np.ndarray) -> np.ndarray:
     prefix = np.zeros(len(data) + 1, np.uint64)
     np.cumsum(data.astype(np.uint64) * powers[:-1], out=prefix[1:])
     poly = (prefix[ends] - prefix[starts]) * inverse[starts]
-    return _splitmix64(poly ^ (ends - starts).astype(np.uint64))
+    return _splitmix64(poly ^ (ends - starts).astype(np.uint64)), starts
 
 
-def token_hashes(text: str, shingle: str) -> np.ndarray:
-    """uint64 hash per token: lower-cased `[a-z0-9']+` words, or lower-cased characters."""
-    text = text.lower()
+def token_hashes(texts: list[str], shingle: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 hash, document index) of every token of the documents, in order: lower-cased
+    `[a-z0-9']+` words, or lower-cased characters. One pass over the batch, not one per text."""
+    lowered = [t.lower() for t in texts]
     if shingle == 'word':
-        return _word_hashes(np.frombuffer(text.encode('utf-8'), np.uint8))
+        # A newline between documents ends every word at its document's end.
+        encoded = [t.encode('utf-8') for t in lowered]
+        hashes, starts = _word_hashes(np.frombuffer(b'\n'.join(encoded), np.uint8))
+        doc_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]])
+        return hashes, np.searchsorted(doc_starts, starts, side='right') - 1
     if shingle == 'char':
-        codepoints = np.frombuffer(text.encode('utf-32-le'), '<u4').astype(np.uint64)
-        return _splitmix64(codepoints)
+        codepoints = np.frombuffer(''.join(lowered).encode('utf-32-le'), '<u4').astype(np.uint64)
+        return _splitmix64(codepoints), np.repeat(np.arange(len(texts)), [len(t) for t in lowered])
     raise ValueError(f"shingle must be 'word' or 'char', got {shingle!r}")
 
 
-def shingle_hashes(text: str, shingle: str, ngram_size: int) -> np.ndarray:
-    """32-bit hashes (as uint64) of the document's n-gram shingles, repeats included: a repeat
-    never changes a minimum, so deduplicating them would only cost a sort.
+def _ngrams(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Polynomial hash of every run of n consecutive tokens."""
+    count = len(tokens) - n + 1
+    combined = np.zeros(max(count, 0), np.uint64)
+    if count <= 0:
+        return combined
+    for j in range(n):
+        combined = combined * _MUL + tokens[j:j + count]
+    return combined
+
+
+def shingle_hashes(texts: list[str], shingle: str, ngram_size: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(32-bit hash as uint64, document index) of the documents' n-gram shingles, grouped by
+    document. Repeats are kept: a repeat never changes a minimum, and removing it costs a sort.
 
     A document shorter than `ngram_size` tokens is one shingle; one without tokens has none.
     """
-    tokens = token_hashes(text, shingle)
-    n = min(ngram_size, len(tokens))
-    if n == 0:
-        return np.zeros(0, np.uint64)
-    count = len(tokens) - n + 1
-    combined = np.zeros(count, np.uint64)
-    for j in range(n):
-        combined = combined * _MUL + tokens[j:j + count]
-    return _splitmix64(combined) >> np.uint64(32)
+    tokens, owner = token_hashes(texts, shingle)
+    combined = _ngrams(tokens, ngram_size)
+    within = owner[:len(combined)] == owner[ngram_size - 1:]  # no n-gram spans two documents
+    values, owners = [combined[within]], [owner[:len(combined)][within]]
+    counts = np.bincount(owner, minlength=len(texts))
+    doc_starts = np.cumsum(counts) - counts
+    for doc in np.flatnonzero((counts > 0) & (counts < ngram_size)):  # rare: short documents
+        start, count = doc_starts[doc], counts[doc]
+        values.append(_ngrams(tokens[start:start + count], count))
+        owners.append(np.array([doc]))
+    values, owners = np.concatenate(values), np.concatenate(owners)
+    order = np.argsort(owners, kind='stable')
+    return _splitmix64(values[order]) >> np.uint64(32), owners[order]
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,14 +118,11 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(shingle_sets: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[documents, k] uint32 MinHash signatures; an empty shingle set gives all MAX_HASH."""
-    out = np.full((len(shingle_sets), len(a)), MAX_HASH, np.uint32)
-    lengths = np.array([len(s) for s in shingle_sets], np.int64)
-    if not lengths.sum():
-        return out
-    values = np.concatenate(shingle_sets)
-    owner = np.repeat(np.arange(len(shingle_sets)), lengths)
+def signatures(values: np.ndarray, owner: np.ndarray, num_docs: int, a: np.ndarray,
+               b: np.ndarray) -> np.ndarray:
+    """[documents, k] uint32 MinHash signatures of shingles `values` grouped by `owner`
+    (as `shingle_hashes` returns them); a document without shingles gets all MAX_HASH."""
+    out = np.full((num_docs, len(a)), MAX_HASH, np.uint32)
     hashed = np.empty((len(a), _COLUMNS_PER_BLOCK), np.uint64)
     for start in range(0, len(values), _COLUMNS_PER_BLOCK):
         x, docs = values[start:start + _COLUMNS_PER_BLOCK], owner[start:start + _COLUMNS_PER_BLOCK]

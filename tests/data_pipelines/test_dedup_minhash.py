@@ -77,13 +77,26 @@ def test_fineweb_preset_and_validation():
 
 
 def test_word_tokens_are_the_regex_tokens():
-    text = "Hello, World! don't 123 naïve ÉCOLE x  y'z Hello"
-    words = re.findall(r"[a-z0-9']+", text.lower())
-    hashes = sig_lib.token_hashes(text, 'word')
-    assert len(hashes) == len(words) == 10
-    single = np.array([sig_lib.token_hashes(w, 'word')[0] for w in words], np.uint64)
-    np.testing.assert_array_equal(hashes, single)
-    assert hashes[0] == hashes[-1] and len(set(hashes.tolist())) == 9
+    texts = ["Hello, World! don't 123 naïve ÉCOLE x  y'z Hello", '', '...', 'hello']
+    words = re.findall(r"[a-z0-9']+", texts[0].lower())
+    hashes, owner = sig_lib.token_hashes(texts, 'word')
+    assert len(words) == 10 and owner.tolist() == [0] * 10 + [3]
+    single = np.array([sig_lib.token_hashes([w], 'word')[0][0] for w in words], np.uint64)
+    np.testing.assert_array_equal(hashes[:10], single)
+    assert hashes[0] == hashes[9] == hashes[10] and len(set(hashes.tolist())) == 9
+
+
+def test_batched_shingles_equal_per_document_shingles():
+    """Shingles never span two documents of a batch, and a document shorter than n tokens
+    is one shingle."""
+    texts = ['a b c d e f g', '', 'x y', 'a b c d e', 'one two three four five six']
+    for shingle in ('word', 'char'):
+        values, owner = sig_lib.shingle_hashes(texts, shingle, 5)
+        for doc, text in enumerate(texts):
+            alone, _ = sig_lib.shingle_hashes([text], shingle, 5)
+            np.testing.assert_array_equal(values[owner == doc], alone)
+    values, owner = sig_lib.shingle_hashes(texts, 'word', 5)
+    assert np.bincount(owner).tolist() == [3, 0, 1, 1, 2]
 
 
 def test_synthetic_pairs_follow_the_s_curve(tmp_path, caplog):
