@@ -125,7 +125,7 @@ def test_synthetic_pairs_follow_the_s_curve(tmp_path, caplog):
 
 
 def test_signature_estimates_match_datasketch_and_truth():
-    datasketch = pytest.importorskip('datasketch')
+    import datasketch
     rng = random.Random(1)
     pairs = synthetic_pairs(0.6, 40, rng)
     truth = np.array([jaccard(a, b) for a, b in pairs])
