@@ -50,6 +50,15 @@ def shards_config(data_dir, shards_dir, **mesh):
     return cfg
 
 
+def test_curated_shards_experiment_reads_the_shards_vocabulary(shards_dir):
+    from experiments import curated_shards
+
+    cfg = curated_shards.get_config(shards_dir)
+    assert (cfg.data.source, cfg.data.shards_dir, cfg.model.vocab_size) == (
+        'shards', shards_dir, VOCAB)
+    config_lib.validate(cfg, 8)
+
+
 def test_chunks_are_the_corpus_pipelines_chunks_of_the_shard_documents(shards_dir):
     """Train and eval chunks together are exactly what the corpus path cuts from the same
     documents, and stitched back together they decode to the documents."""
