@@ -3,10 +3,10 @@ writer end to end.
 
 For SentencePiece BPE (byte fallback, split digits, 1 thread: jaxlm's options) and HF
 `tokenizers` byte-level BPE it times `data_pipelines.tokenize.train_tokenizer` on the first
---train_mb MB of documents, then encoding every document with the trained tokenizer in one
-process (`Tokenizer.encode`, as the shard writer calls it), and reports bytes per token. Finally
-`write_token_shards` tokenizes all documents from --shards JSONL shards into ArrayRecord on a
---workers process pool (encode, seeded shuffle, write).
+--train_mb MB of documents, then encoding every document (or the first --docs_mb MB) with the
+trained tokenizer in one process (`Tokenizer.encode`, as the shard writer calls it), and reports
+bytes per token. Finally `write_token_shards` tokenizes the same documents from --shards JSONL
+shards into ArrayRecord on a --workers process pool (encode, seeded shuffle, write).
 
   PYTHONPATH=. python benchmarks/tokenizer.py --vocab_size 8192 --json /tmp/tokenizer.json
 """
@@ -20,6 +20,8 @@ import os
 import tempfile
 import time
 
+import numpy as np
+
 from data_pipelines.document import Document
 from data_pipelines.tokenize import train_tokenizer, write_token_shards
 from data_pipelines.tokenize.shard_writer import tokenizer_kind
@@ -30,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--vocab_size', type=int, default=8192)
     ap.add_argument('--train_mb', type=float, default=8.0)
+    ap.add_argument('--docs_mb', type=float, default=0.0, help='0: the whole corpus')
     ap.add_argument('--kinds', default='sentencepiece,hf_bpe')
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--shards', type=int, default=8)
@@ -38,6 +41,9 @@ def main() -> None:
     args = ap.parse_args()
     docs = list(sources.read_documents(sources.resolve_corpus('text_corpus_mix', args.data_dir)))
     sizes = [len(d.encode('utf-8')) for d in docs]
+    if args.docs_mb:  # a prefix of the corpus, for quick runs
+        keep = int(np.searchsorted(np.cumsum(sizes), args.docs_mb * 1e6)) + 1
+        docs, sizes = docs[:keep], sizes[:keep]
     total_mb = sum(sizes) / 1e6
     train_docs, train_bytes = [], 0
     for doc, size in zip(docs, sizes, strict=True):
