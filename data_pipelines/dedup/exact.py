@@ -33,7 +33,7 @@ def normalise(text: str, cfg: ExactDedupConfig) -> str:
 
 def _text_keys(docs: list[Document], cfg: ExactDedupConfig
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    digests = b''.join(hashlib.blake2b(normalise(d.text, cfg).encode('utf-8'),
+    digests = b''.join(hashlib.blake2b(normalise(d.text, cfg).encode('utf-8', 'surrogatepass'),
                                        digest_size=16).digest() for d in docs)
     halves = np.frombuffer(digests, '<u8').reshape(-1, 2)
     return halves[:, 0], halves[:, 1], np.arange(len(docs), dtype=np.int64)

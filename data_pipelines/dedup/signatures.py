@@ -66,13 +66,15 @@ def token_hashes(texts: list[str], shingle: str) -> tuple[np.ndarray, np.ndarray
     `[a-z0-9']+` words, or lower-cased characters. One pass over the batch, not one per text."""
     lowered = [t.lower() for t in texts]
     if shingle == 'word':
-        # A newline between documents ends every word at its document's end.
-        encoded = [t.encode('utf-8') for t in lowered]
+        # A newline between documents ends every word at its document's end. surrogatepass:
+        # a lone surrogate (from a JSON escape) is hashed as is instead of failing the shard.
+        encoded = [t.encode('utf-8', 'surrogatepass') for t in lowered]
         hashes, starts = _word_hashes(np.frombuffer(b'\n'.join(encoded), np.uint8))
         doc_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]])
         return hashes, np.searchsorted(doc_starts, starts, side='right') - 1
     if shingle == 'char':
-        codepoints = np.frombuffer(''.join(lowered).encode('utf-32-le'), '<u4').astype(np.uint64)
+        data = ''.join(lowered).encode('utf-32-le', 'surrogatepass')
+        codepoints = np.frombuffer(data, '<u4').astype(np.uint64)
         return _splitmix64(codepoints), np.repeat(np.arange(len(texts)), [len(t) for t in lowered])
     raise ValueError(f"shingle must be 'word' or 'char', got {shingle!r}")
 

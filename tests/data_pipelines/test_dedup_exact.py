@@ -85,3 +85,14 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match='num_partitions'):
         run_exact_dedup([str(bad)], ExactDedupConfig(num_partitions=0), str(tmp_path / 'w'),
                         serial_map)
+
+
+def test_lone_surrogates_are_hashed_not_fatal(tmp_path):
+    """A JSON escape can carry a lone surrogate into a document; both dedups still run."""
+    from data_pipelines.dedup import MinHashConfig, run_minhash_dedup
+
+    text = 'one two three four five six \udc80 seven'
+    shard = write_shard(tmp_path / 's.jsonl', [('x', text), ('y', text.upper()), ('z', 'other')])
+    exact = run_exact_dedup([shard], ExactDedupConfig(), str(tmp_path / 'e'), serial_map)
+    minhash = run_minhash_dedup([shard], MinHashConfig(), str(tmp_path / 'm'), serial_map)
+    assert exact[shard].removed == minhash[shard].removed == {'y': 'x'}
