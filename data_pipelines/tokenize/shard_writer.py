@@ -106,9 +106,7 @@ def write_token_shards(shard_paths: list[str], tokenizer_path: str, out_dir: str
                                        num_output_shards=num_output_shards),
                      [(i, src_shards[run], src_positions[run]) for i, run in enumerate(runs)])
     shutil.rmtree(tmp_dir)
-    tokenizer_file = shards.TOKENIZER_FILES[kind]
-    if os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, tokenizer_file)):
-        shutil.copyfile(tokenizer_path, os.path.join(out_dir, tokenizer_file))
+    shards.copy_tokenizer_files(kind, os.path.dirname(tokenizer_path), out_dir)
 
     documents = int(counts.sum())
     tokens = sum(e['tokens'] for e in encoded)
@@ -116,8 +114,9 @@ def write_token_shards(shard_paths: list[str], tokenizer_path: str, out_dir: str
     content_tokens = tokens - documents  # without the eos of each document
     stats = {
         'format': shards.FORMAT, 'seed': seed, 'shards': written,
-        'tokenizer': {'kind': kind, 'file': tokenizer_file, 'vocab_size': tok.vocab_size,
-                      'bos_id': tok.bos_id, 'eos_id': tok.eos_id, 'pad_id': tok.pad_id},
+        'tokenizer': {'kind': kind, 'file': shards.TOKENIZER_FILES[kind],
+                      'vocab_size': tok.vocab_size, 'bos_id': tok.bos_id, 'eos_id': tok.eos_id,
+                      'pad_id': tok.pad_id},
         'documents': documents, 'tokens': tokens, 'text_bytes': text_bytes,
         'bytes_per_token': text_bytes / max(content_tokens, 1),
         'tokens_per_document': tokens / max(documents, 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import grain
@@ -23,6 +24,16 @@ FORMAT = 'jaxlm-token-shards-v1'
 TOKEN_DTYPE = np.dtype('<i4')
 LENGTHS_SUFFIX = '.lengths.npy'
 TOKENIZER_FILES = {'sentencepiece': 'tokenizer.model', 'hf': 'tokenizer.json'}
+
+
+def copy_tokenizer_files(kind: str, src_dir: str, dest_dir: str) -> None:
+    """Copies a tokenizer file and, for 'hf', the tokenizer_config.json naming its special
+    tokens (when there is one), so that the copy encodes and decodes exactly as the original."""
+    names = [TOKENIZER_FILES[kind]] + (['tokenizer_config.json'] if kind == 'hf' else [])
+    for name in names:
+        src, dest = os.path.join(src_dir, name), os.path.join(dest_dir, name)
+        if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(dest):
+            shutil.copyfile(src, dest)
 
 
 def shard_file_name(index: int, count: int) -> str:

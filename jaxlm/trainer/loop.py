@@ -21,8 +21,8 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxlm import config as config_lib
 from jaxlm import sharding
+from jaxlm.data import shards
 from jaxlm.data.grain_pipeline import build_pipeline
-from jaxlm.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.checkpoint import Checkpointer, restore_params, split_checkpoint_path
@@ -134,8 +134,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         model_path = getattr(data.tokenizer, 'model_path', None)
         if model_path is not None:
             shutil.copyfile(model_path, os.path.join(workdir, TOKENIZER_FILE))
-        elif isinstance(data.tokenizer, HFTokenizer):
-            shutil.copyfile(data.tokenizer.path, os.path.join(workdir, TOKENIZER_JSON))
+        elif cfg.data.source == 'shards':  # an HF tokenizer.json (a model file is copied above)
+            shards.copy_tokenizer_files('hf', cfg.data.shards_dir, workdir)
     _say(f'data: {json.dumps(data.stats, sort_keys=True)}')
 
     setup = compile_training(cfg, devices, mesh_shape)

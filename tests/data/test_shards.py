@@ -123,6 +123,8 @@ def test_trains_from_shards_and_the_run_carries_their_tokenizer(shards_dir, shar
     losses = train_losses(tmp_path)
     assert sorted(losses) == list(range(1, 7)) and all(np.isfinite(list(losses.values())))
     assert losses[6] < losses[1]
+    tok_file = shards.read_index(shards_dir)['tokenizer']['file']
+    assert (tmp_path / tok_file).read_bytes() == open(f'{shards_dir}/{tok_file}', 'rb').read()
     run_tok, shard_tok = load_run(str(tmp_path)).tokenizer, shards.load_tokenizer(shards_dir)
     text = 'KING RICHARD III: Now is the winter of our discontent, 1592.'
     assert run_tok.encode(text) == shard_tok.encode(text)
