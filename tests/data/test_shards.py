@@ -29,18 +29,27 @@ def documents(shared_data_dir):
     return list(itertools.islice(sources.read_documents(path), 1500))
 
 
-@pytest.fixture(scope='module', params=['sentencepiece', 'hf_bpe'])
-def shards_dir(request, documents, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f'shards-{request.param}')
+def build_shards(kind, documents, root):
     inputs = []
     for s in range(2):
         inputs.append(str(root / f'in{s}.jsonl'))
         with open(inputs[-1], 'w') as f:
             for i, text in enumerate(documents[s::2]):
                 f.write(json.dumps(Document(f'{s}:{i}', text).to_json()) + '\n')
-    tok = train_tokenizer(documents, str(root / 'tok'), request.param, VOCAB)
+    tok = train_tokenizer(documents, str(root / 'tok'), kind, VOCAB)
     write_token_shards(inputs, tok, str(root / 'shards'), 3, 0, serial_map)
     return str(root / 'shards')
+
+
+@pytest.fixture(scope='module', params=['sentencepiece', 'hf_bpe'])
+def shards_dir(request, documents, tmp_path_factory):
+    return build_shards(request.param, documents, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope='module')
+def spm_shards_dir(documents, tmp_path_factory):
+    """For tests whose subject does not depend on the tokenizer kind."""
+    return build_shards('sentencepiece', documents, tmp_path_factory.mktemp('spm'))
 
 
 def shards_config(data_dir, shards_dir, **mesh):
@@ -50,12 +59,12 @@ def shards_config(data_dir, shards_dir, **mesh):
     return cfg
 
 
-def test_curated_shards_experiment_reads_the_shards_vocabulary(shards_dir):
+def test_curated_shards_experiment_reads_the_shards_vocabulary(spm_shards_dir):
     from experiments import curated_shards
 
-    cfg = curated_shards.get_config(shards_dir)
+    cfg = curated_shards.get_config(spm_shards_dir)
     assert (cfg.data.source, cfg.data.shards_dir, cfg.model.vocab_size) == (
-        'shards', shards_dir, VOCAB)
+        'shards', spm_shards_dir, VOCAB)
     config_lib.validate(cfg, 8)
 
 
@@ -90,8 +99,8 @@ def test_chunks_are_the_corpus_pipelines_chunks_of_the_shard_documents(shards_di
     assert [decoded[r] for r in sorted(decoded)] == texts
 
 
-def test_pipeline_batches_resume_and_shard_across_processes(shards_dir, shared_data_dir):
-    data_cfg = shards_config(shared_data_dir, shards_dir).data
+def test_pipeline_batches_resume_and_shard_across_processes(spm_shards_dir, shared_data_dir):
+    data_cfg = shards_config(shared_data_dir, spm_shards_dir).data
     pipe = grain_pipeline.build_pipeline(data_cfg, seed=0)
     first = [next(pipe.train_iter) for _ in range(2)]
     assert {k: (v.shape, v.dtype) for k, v in first[0].items()} == {
@@ -113,6 +122,22 @@ def test_pipeline_batches_resume_and_shard_across_processes(shards_dir, shared_d
     eval_rows = pipe.eval_batches[0]['inputs']
     for p, h in enumerate(halves):
         np.testing.assert_array_equal(h.eval_batches[0]['inputs'], eval_rows[p::2])
+
+
+def test_worker_processes_read_the_shards_and_resume_exactly(spm_shards_dir, shared_data_dir):
+    """The chunk source pickles to grain's worker processes, which reopen the ArrayRecord files."""
+    data_cfg = shards_config(shared_data_dir, spm_shards_dir).data
+    data_cfg.num_workers = 2
+    it = grain_pipeline.build_pipeline(data_cfg, seed=0).train_iter
+    next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(2)]
+    resumed = grain_pipeline.build_pipeline(data_cfg, seed=0).train_iter
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert expected[0]['loss_mask'].sum() > 0
 
 
 def test_trains_from_shards_and_the_run_carries_their_tokenizer(shards_dir, shared_data_dir,
