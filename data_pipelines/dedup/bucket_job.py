@@ -4,7 +4,8 @@ Pass 1 (one task per input shard): `key_fn` turns the shard's documents into key
 position); each key goes to bucket file `partition = key1 % num_partitions`. Pass 2 (one task per
 partition): documents sharing a key in that partition become edges to the group's first document.
 Pass 3 (driver): union-find over the edges; the smallest (shard index, position) of a cluster is
-kept. No step ever holds all keys in memory at once, only one partition's.
+kept. No step holds all keys in memory at once: pass 2 holds one partition's, pass 3 only the
+edges (at most one per duplicate document and key, e.g. per LSH band).
 """
 
 from __future__ import annotations
