@@ -48,7 +48,9 @@ class StageStats:
         self.reasons[reason] += 1
         examples = self.examples.setdefault(reason, [])
         if len(examples) < self.max_examples:
-            examples.append({'id': doc.id, 'text': doc.text[:_EXAMPLE_CHARS]})
+            # Undecodable bytes (lone surrogates) are shown escaped, so the datasheet is UTF-8.
+            text = doc.text[:_EXAMPLE_CHARS].encode('utf-8', 'backslashreplace').decode('utf-8')
+            examples.append({'id': doc.id, 'text': text})
         self._removed_docs[reason].append(doc)
 
     def write_removed(self, out_dir: str, shard: str) -> None:

@@ -9,7 +9,6 @@ to repair or reject with a reason.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import re
@@ -27,22 +26,46 @@ _STREAM_ERRORS: tuple[type[Exception], ...] = (EOFError, gzip.BadGzipFile, zlib.
 _SNIPPET = 2000  # characters of a bad record kept with its rejection
 
 
-def _open_binary(path: str) -> io.BufferedIOBase:
-    if path.endswith('.gz'):
-        return gzip.open(path, 'rb')
+def _zstd_chunks(path: str) -> Iterator[bytes]:
+    """Decompressed chunks of a zstd file; raises EOFError when it ends inside a frame (the
+    library's stream reader would end silently and lose the rest of the file unreported)."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    dobj = decompressor.decompressobj()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+            while chunk:
+                yield dobj.decompress(chunk)
+                chunk = dobj.unused_data if dobj.eof else b''
+                if chunk:  # a following frame
+                    dobj = decompressor.decompressobj()
+    if not dobj.eof:
+        raise EOFError(f'{path}: zstd stream ends inside a frame (truncated)')
+
+
+def _zstd_lines(path: str) -> Iterator[bytes]:
+    pending = b''
+    for chunk in _zstd_chunks(path):
+        *lines, pending = (pending + chunk).split(b'\n')
+        yield from (line + b'\n' for line in lines)
+    if pending:
+        yield pending
+
+
+def _raw_lines(path: str) -> Iterator[bytes]:
     if path.endswith(('.zst', '.zstd')):
-        import zstandard
+        yield from _zstd_lines(path)
+        return
+    with (gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')) as f:
+        yield from f
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, 'rb')))
-    return open(path, 'rb')
 
-
-def _stream_errors() -> tuple[type[Exception], ...]:
-    try:
-        import zstandard
-    except ImportError:
-        return _STREAM_ERRORS
-    return _STREAM_ERRORS + (zstandard.ZstdError,)
+def _read_bytes(path: str) -> bytes:
+    if path.endswith(('.zst', '.zstd')):
+        return b''.join(_zstd_chunks(path))
+    with (gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')) as f:
+        return f.read()
 
 
 def _decode(raw: bytes) -> str:
@@ -83,7 +106,7 @@ def read_file(path: str, *, source: str, licence: str, fmt: str, rel_path: str,
                 yield _parse_row(record, index, text_field, id_field, make)
             else:
                 yield make(index, record)
-    except _stream_errors() as e:
+    except _STREAM_ERRORS as e:
         # A truncated or corrupt stream loses the rest of the file: one rejection says where.
         if seen % num_parts == part:
             error = {'error': f'{type(e).__name__}: {e}'}
@@ -94,8 +117,7 @@ def read_file(path: str, *, source: str, licence: str, fmt: str, rel_path: str,
 
 
 def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    with _open_binary(path) as f:
-        yield from enumerate(f)
+    yield from enumerate(_raw_lines(path))
 
 
 _GUTENBERG_START = re.compile(r'^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG.*$', re.M | re.I)
@@ -111,8 +133,7 @@ def gutenberg_body(text: str) -> str:
 
 def _text_records(path: str, how: str, chunk_chars: int, body_only: bool
                   ) -> Iterator[tuple[int, str]]:
-    with _open_binary(path) as f:
-        text = _decode(f.read())
+    text = _decode(_read_bytes(path))
     if body_only:
         text = gutenberg_body(text)
     yield from enumerate(_split_text(text, how, chunk_chars))
@@ -125,6 +146,7 @@ def _split_text(text: str, how: str, chunk_chars: int = 0) -> list[str]:
         raise ValueError(f'text_split {how!r} is not one of {TEXT_SPLITS}')
     if how == 'file':
         return [text]
+    text = text.replace('\r\n', '\n')  # Windows line ends would hide the paragraph breaks
     parts = [p for p in (text.split('\n') if how == 'line' else text.split('\n\n')) if p.strip()]
     if how != 'chunk':
         return parts

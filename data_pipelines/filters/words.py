@@ -36,13 +36,22 @@ TERMINAL_PUNCTUATION = frozenset(
 )
 
 
-@functools.cache
-def _nlp():
-    import spacy
+# spaCy's vocabulary grows with every new token string; datatrove frees it per document with a
+# memory zone, which makes every document re-create its lexemes (most of the tokenizer's time).
+# A fresh pipeline every _RESET_AFTER documents bounds the memory and keeps the cache warm.
+_RESET_AFTER = 20_000
+_state: dict = {'nlp': None, 'uses': 0}
 
-    nlp = spacy.blank('en')
-    nlp.add_pipe('sentencizer')
-    return nlp
+
+def _nlp():
+    if _state['nlp'] is None or _state['uses'] >= _RESET_AFTER:
+        import spacy
+
+        nlp = spacy.blank('en')
+        nlp.add_pipe('sentencizer')
+        _state.update(nlp=nlp, uses=0)
+    _state['uses'] += 1
+    return _state['nlp']
 
 
 def _tokenize(text: str):
@@ -59,14 +68,12 @@ def _tokenize(text: str):
 @functools.lru_cache(maxsize=8)
 def split_words(text: str) -> tuple[str, ...]:
     """The non-blank, stripped spaCy tokens of `text` (cached: several filters ask per document)."""
-    nlp = _nlp()
-    with nlp.memory_zone():
-        tokens = (t.text.strip() for t in _tokenize(text))
-        return tuple(t for t in tokens if t)
+    tokens = (t.text.strip() for t in _tokenize(text))
+    return tuple(t for t in tokens if t)
 
 
+@functools.lru_cache(maxsize=4096)
 def count_sentences(text: str) -> int:
-    """Sentences in `text` by spaCy's sentencizer (at least 1, as datatrove's span splitting)."""
-    nlp = _nlp()
-    with nlp.memory_zone():
-        return max(1, sum(1 for _ in _tokenize(text).sents))
+    """Sentences in `text` by spaCy's sentencizer (at least 1, as datatrove's span splitting);
+    cached because boilerplate lines recur across documents."""
+    return max(1, sum(1 for _ in _tokenize(text).sents))
