@@ -90,7 +90,8 @@ def _word_hashes(words: list[str]) -> np.ndarray:
     for i, w in enumerate(words):
         h = cache.get(w)
         if h is None:
-            h = cache[w] = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), 'little')
+            digest = hashlib.blake2b(w.encode(), digest_size=8).digest()
+            h = cache[w] = int.from_bytes(digest, 'little')
         out[i] = h
     return out
 
@@ -107,7 +108,8 @@ def ngram_hashes(text: str, n: int) -> np.ndarray:
     return h
 
 
-def build_index(data_dir: str, benchmarks: tuple[str, ...], n: int, out_path: str) -> dict[str, int]:
+def build_index(data_dir: str, benchmarks: tuple[str, ...], n: int, out_path: str
+                ) -> dict[str, int]:
     """Writes the n-gram index of `benchmarks` to `out_path` (.npz); returns items per benchmark."""
     hashes, owners, items = [], [], {}
     for b, name in enumerate(benchmarks):
@@ -117,10 +119,12 @@ def build_index(data_dir: str, benchmarks: tuple[str, ...], n: int, out_path: st
         pattern, parse = BENCHMARKS[name]
         paths = sorted(glob.glob(os.path.join(data_dir, pattern)))
         if not paths:
-            raise FileNotFoundError(f'decontamination: no files for {name!r} ({pattern} under {data_dir})')
+            raise FileNotFoundError(f'decontamination: no files for {name!r} '
+                                    f'({pattern} under {data_dir})')
         texts = [t for p in paths for t in parse(p)]
         items[name] = len(texts)
-        grams = np.unique(np.concatenate([ngram_hashes(t, n) for t in texts] + [np.empty(0, np.uint64)]))
+        grams = np.unique(np.concatenate([np.empty(0, np.uint64)]
+                                         + [ngram_hashes(t, n) for t in texts]))
         hashes.append(grams)
         owners.append(np.full(len(grams), b, dtype=np.uint8))
     all_hashes = np.concatenate(hashes)
@@ -150,5 +154,5 @@ class Decontaminator:
         hits = pos[hashes[pos] == grams]
         if not len(hits):
             return doc
-        # Equal hashes sort in config order (stable argsort), so a hit's entry is its first benchmark.
+        # Equal hashes sort in config order (stable argsort): a hit's entry is its first benchmark.
         return f'contaminated_{names[int(owners[hits].min())]}'

@@ -35,4 +35,5 @@ class LanguageFilter:
             return f'language_{lang}'
         if score < self.min_score:
             return 'language_low_score'
-        return Document(doc.id, doc.text, {**doc.metadata, 'language': lang, 'language_score': score})
+        metadata = {**doc.metadata, 'language': lang, 'language_score': score}
+        return Document(doc.id, doc.text, metadata)

@@ -15,7 +15,8 @@ from data_pipelines.document import Document
 
 def unit_hash(doc_id: str, seed: int) -> float:
     """A uniform number in [0, 1) fixed by (id, seed)."""
-    digest = hashlib.blake2b(f'{seed}:{doc_id}'.encode('utf-8', 'surrogatepass'), digest_size=8).digest()
+    key = f'{seed}:{doc_id}'.encode('utf-8', 'surrogatepass')
+    digest = hashlib.blake2b(key, digest_size=8).digest()
     return int.from_bytes(digest, 'little') / 2.0 ** 64
 
 
@@ -28,5 +29,6 @@ def copies(doc_id: str, weight: float, seed: int) -> int:
 
 def sample(doc: Document, weight: float, seed: int) -> list[Document]:
     n = copies(doc.id, weight, seed)
-    return [doc if k == 0 else Document(f'{doc.id}#{k}', doc.text, {**doc.metadata, 'copy_of': doc.id})
+    return [doc if k == 0 else
+            Document(f'{doc.id}#{k}', doc.text, {**doc.metadata, 'copy_of': doc.id})
             for k in range(n)]

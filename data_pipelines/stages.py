@@ -66,11 +66,13 @@ _BUILDERS: dict[str, Callable[[ml_collections.ConfigDict, str, str], Stage]] = {
 STAGE_NAMES = tuple(_BUILDERS)
 
 
-def build_stage(name: str, config: ml_collections.ConfigDict, data_dir: str, work_dir: str) -> Stage:
+def build_stage(name: str, config: ml_collections.ConfigDict, data_dir: str, work_dir: str
+                ) -> Stage:
     if name not in _BUILDERS:
         raise ValueError(f'config.stages: unknown stage {name!r}; known: {list(STAGE_NAMES)}')
     if name not in config:
-        raise ValueError(f'config.stages lists {name!r} but config.{name} (its settings) is missing')
+        raise ValueError(f'config.stages lists {name!r} but its settings config.{name} are '
+                         'missing')
     try:
         return _BUILDERS[name](config[name], data_dir, work_dir)
     except TypeError as e:  # an unknown or misspelt setting

@@ -94,7 +94,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if 'toxicity' in c.stages and not c.toxicity.classifier:
         raise ValueError("config.toxicity.classifier: the toxicity stage needs 'module:function'")
     if not 0 <= c.language.min_score <= 1:
-        raise ValueError(f'config.language.min_score: must be in [0, 1], got {c.language.min_score}')
+        raise ValueError(f'config.language.min_score: must be in [0, 1], got '
+                         f'{c.language.min_score}')
     for b in c.decontamination.benchmarks:
         if b not in BENCHMARKS:
             raise ValueError(f'config.decontamination.benchmarks: unknown {b!r}; known: '

@@ -21,7 +21,8 @@ def get_config():
     c.sources.books = source(
         ['pg*.txt'], 'text', root=f'{root}/gutenberg', weight=1.0, gutenberg_body=True,
         text_split='chunk', chunk_chars=20_000,
-        licence='Public domain in the USA (Project Gutenberg eBooks; PG licence in the source folder)',
+        licence='Public domain in the USA (Project Gutenberg eBooks; PG licence in the source '
+                'folder)',
         description='15 Project Gutenberg books without the PG header and licence, in '
                     'chunks of whole paragraphs of at most 20,000 characters')
     c.sources.speeches = source(

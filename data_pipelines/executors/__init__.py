@@ -10,7 +10,8 @@ class Executor(Protocol):
 
 
 def make_executor(name: str, num_workers: int, address: str = '') -> Executor:
-    """`local` (multiprocessing, the default) or `ray` (a cluster at `address`, else a local one)."""
+    """`local` (multiprocessing, the default) or `ray` (the cluster at `address`, else a new
+    local one)."""
     if name == 'local':
         from data_pipelines.executors.local import LocalExecutor
 

@@ -1,1 +1,1 @@
-"""Document filters: each is a callable `Document -> Document | str` (kept document or removal reason)."""
+"""Document filters: callables `Document -> Document | str` (the kept document or a reason)."""

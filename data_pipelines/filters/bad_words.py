@@ -31,7 +31,7 @@ def badwords_regex(wordlist_dir: str, lang: str) -> re.Pattern | None:
     alternatives = '|'.join(re.escape(w) for w in words)
     if lang in _NO_WORD_BOUNDARIES:
         return re.compile(alternatives)
-    return re.compile(r'(?:\W|^)({})(?:\W|$)'.format(alternatives))
+    return re.compile(rf'(?:\W|^)({alternatives})(?:\W|$)')
 
 
 @dataclasses.dataclass(frozen=True)

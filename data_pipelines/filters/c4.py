@@ -1,4 +1,4 @@
-"""C4's line- and document-level rules (Raffel et al. 2020; TFDS `c4_utils.py`) as datatrove has them.
+"""C4's line and document rules (Raffel et al. 2020; TFDS `c4_utils.py`) as datatrove has them.
 
 Lines failing a line rule are removed from the text; a document-level rule drops the document.
 """

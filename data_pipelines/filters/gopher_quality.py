@@ -51,10 +51,12 @@ class GopherQualityFilter:
         if self.max_bullet_lines_ratio and bullets / len(lines) > self.max_bullet_lines_ratio:
             return 'gopher_too_many_bullets'
         end_ellipsis = sum(s.rstrip().endswith(('...', '…')) for s in lines)
-        if self.max_ellipsis_lines_ratio and end_ellipsis / len(lines) > self.max_ellipsis_lines_ratio:
+        if (self.max_ellipsis_lines_ratio
+                and end_ellipsis / len(lines) > self.max_ellipsis_lines_ratio):
             return 'gopher_too_many_end_ellipsis'
         alpha_words = sum(any(c.isalpha() for c in w) for w in words)
-        if self.max_non_alpha_words_ratio and alpha_words / n_words < self.max_non_alpha_words_ratio:
+        if (self.max_non_alpha_words_ratio
+                and alpha_words / n_words < self.max_non_alpha_words_ratio):
             return 'gopher_below_alpha_threshold'
         if self.min_stop_words and len(set(self.stop_words) & set(words)) < self.min_stop_words:
             return 'gopher_enough_stop_words'

@@ -1,4 +1,4 @@
-"""Gopher repetition rules (Rae et al. 2021, table A1), with datatrove's defaults and reason codes."""
+"""Gopher repetition rules (Rae et al. 2021, table A1): datatrove's defaults and reason codes."""
 
 from __future__ import annotations
 

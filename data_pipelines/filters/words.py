@@ -12,8 +12,10 @@ import functools
 
 # Characters datatrove counts as punctuation (`datatrove.utils.text.PUNCTUATION`): a "word" made
 # only of these is a symbol, not a word, for the Gopher rules.
-PUNCTUATION = '!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„\';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_."}►»' + ''.join(
-    map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))))
+PUNCTUATION = ('!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„\';’{|∶´[=-`*．'
+               '（–？！：$～«〉,><》)?）。…@_."}►»'
+               + ''.join(map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160))
+                                   for x in range(a, b)))))
 
 # Sentence-ending characters across scripts (`datatrove.utils.text.TERMINAL_PUNCTUATION`).
 TERMINAL_PUNCTUATION = frozenset(

@@ -94,7 +94,8 @@ def write_inputs(root: pathlib.Path, data_dir: pathlib.Path) -> dict[str, int]:
         b'{"text": ""}\n',  # empty
         b'{"text": "   \\n\\t  "}\n',  # whitespace only -> empty
         b'{"text": "' + b'\xff\xfe' * 50 + b' mostly garbage"}\n',  # invalid UTF-8: rejected
-        json.dumps({'text': GOOD[5]}).encode().replace(b'compost', b'compost\xe9') + b'\n',  # repaired
+        # One invalid byte: repaired.
+        json.dumps({'text': GOOD[5]}).encode().replace(b'compost', b'compost\xe9') + b'\n',
         b'{"text": "' + b'huge ' * 300_000 + b'"}\n',  # a 1.5 MB single line: too long
         b'\n',  # a blank line is malformed JSON too
     ]

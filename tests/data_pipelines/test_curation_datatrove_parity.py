@@ -43,8 +43,12 @@ def _fixture(corpus) -> list[Document]:
 
 @pytest.fixture
 def memoised_datatrove(monkeypatch):
-    from datatrove.pipeline.filters import (c4_filters, fineweb_quality_filter,
-                                            gopher_quality_filter, gopher_repetition_filter)
+    from datatrove.pipeline.filters import (
+        c4_filters,
+        fineweb_quality_filter,
+        gopher_quality_filter,
+        gopher_repetition_filter,
+    )
     from datatrove.utils import text
 
     words = functools.lru_cache(maxsize=4)(text.split_into_words)
