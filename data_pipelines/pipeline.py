@@ -101,9 +101,11 @@ def _guarded(task: tuple[str, Any], *, fn: Callable[[Any], dict], out_dir: str, 
 
 
 def run_pass(pass_name: str, tasks: list[tuple[str, Any]], fn: Callable[[Any], dict], executor,
-             out_dir: str) -> list[dict[str, Any]]:
-    """Maps `fn` over the shards without a marker; returns every shard's marker, in task order."""
-    todo = [t for t in tasks if not os.path.exists(_marker_path(out_dir, pass_name, t[0]))]
+             out_dir: str, redo: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Maps `fn` over the shards without a marker (all of them if `redo`); returns every shard's
+    marker, in task order, and how many shards ran."""
+    todo = [t for t in tasks
+            if redo or not os.path.exists(_marker_path(out_dir, pass_name, t[0]))]
     if len(todo) < len(tasks):
         log.info('%s: %d of %d shards already done', pass_name, len(tasks) - len(todo), len(tasks))
     guarded = functools.partial(_guarded, fn=fn, out_dir=out_dir, pass_name=pass_name)
@@ -112,7 +114,7 @@ def run_pass(pass_name: str, tasks: list[tuple[str, Any]], fn: Callable[[Any], d
         details = '\n'.join(f'--- {r["shard"]}\n{r["error"]}' for r in failed)
         raise ShardFailures(f'{pass_name}: {len(failed)} of {len(tasks)} shards failed; rerun to '
                             f'redo only them:\n{details}')
-    return [read_json(_marker_path(out_dir, pass_name, shard)) for shard, _ in tasks]
+    return [read_json(_marker_path(out_dir, pass_name, shard)) for shard, _ in tasks], len(todo)
 
 
 def filter_shard(shard: InputShard, *, config_json: str, data_dir: str, out_dir: str) -> dict:
@@ -195,8 +197,9 @@ def mix_shard(task: tuple[str, str, float, int, int], *, out_dir: str) -> dict:
 
 
 def _dedup(stage: str, shards: list[InputShard], in_kind: str, config: ml_collections.ConfigDict,
-           executor, out_dir: str) -> list[dict]:
-    tasks_done = all(os.path.exists(_marker_path(out_dir, stage, s.name)) for s in shards)
+           executor, out_dir: str, redo: bool) -> tuple[list[dict], int]:
+    tasks_done = not redo and all(os.path.exists(_marker_path(out_dir, stage, s.name))
+                                  for s in shards)
     paths = [_shard_path(out_dir, in_kind, s.name) for s in shards]
     results: dict[str, Any] = {}
     if not tasks_done:  # the job is global: rerun it whole (it is deterministic)
@@ -212,7 +215,7 @@ def _dedup(stage: str, shards: list[InputShard], in_kind: str, config: ml_collec
     tasks = [(s.name, (stage, s.name, p, results[p].removed if results else {}, limit))
              for s, p in zip(shards, paths, strict=True)]
     return run_pass(stage, tasks, functools.partial(apply_removals, out_dir=out_dir), executor,
-                    out_dir)
+                    out_dir, redo)
 
 
 def _curated_texts(paths: list[str], max_chars: int) -> Iterator[str]:
@@ -225,12 +228,12 @@ def _curated_texts(paths: list[str], max_chars: int) -> Iterator[str]:
             yield doc.text
 
 
-def _tokenize(config: ml_collections.ConfigDict, curated: list[str], executor, out_dir: str
-              ) -> dict[str, Any]:
+def _tokenize(config: ml_collections.ConfigDict, curated: list[str], executor, out_dir: str,
+              redo: bool) -> dict[str, Any]:
     from data_pipelines.tokenize import train_tokenizer, write_token_shards
 
     marker = os.path.join(out_dir, 'markers', 'tokenize.json')
-    if os.path.exists(marker):
+    if os.path.exists(marker) and not redo:
         return read_json(marker)
     c = config.tokenizer
     start = time.perf_counter()
@@ -254,6 +257,16 @@ def _check_chain(stages: list[dict[str, Any]]) -> None:
                                  f"{prev['name']} kept {prev['kept']}")
 
 
+def _check_same_config(config: ml_collections.ConfigDict, out_dir: str) -> None:
+    """Markers are only valid for the config that wrote them: another config needs a new dir."""
+    path = os.path.join(out_dir, 'markers', 'config.json')
+    current = json.loads(config.to_json())
+    if os.path.exists(path) and read_json(path) != current:
+        raise ValueError(f'{out_dir} holds a run of another config ({path}); use a new --output '
+                         'or delete it')
+    write_json(path, current)
+
+
 def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, Any]:
     """Runs the whole curation; returns the statistics also written to `out_dir/stats.json`."""
     from data_pipelines.configs import validate
@@ -261,7 +274,7 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
 
     validate(config)
     data_dir = resolve_data_dir(config)
-    os.makedirs(out_dir, exist_ok=True)
+    _check_same_config(config, out_dir)
     shards = plan_shards(config, data_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -278,7 +291,9 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
     fn = functools.partial(filter_shard, config_json=config.to_json(), data_dir=data_dir,
                            out_dir=out_dir)
     t = time.perf_counter()
-    per_shard = run_pass('filter', [(s.name, s) for s in shards], fn, executor, out_dir)
+    per_shard, ran = run_pass('filter', [(s.name, s) for s in shards], fn, executor, out_dir)
+    # Once a pass redid a shard, everything after it is redone: its inputs changed.
+    redo = ran > 0
     timings['filter'] = time.perf_counter() - t
     stage_shards = [list(x) for x in zip(*[m['stages'] for m in per_shard], strict=True)]
 
@@ -287,7 +302,8 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
         if not config.dedup[stage.split('_')[0]].enabled:
             continue
         t = time.perf_counter()
-        markers = _dedup(stage, shards, previous, config, executor, out_dir)
+        markers, ran = _dedup(stage, shards, previous, config, executor, out_dir, redo)
+        redo = redo or ran > 0
         timings[stage] = time.perf_counter() - t
         stage_shards.append([m['stages'][0] for m in markers])
         previous = f'work/{stage}'
@@ -296,8 +312,9 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
     mix_tasks = [(s.name, (s.name, _shard_path(out_dir, previous, s.name),
                            float(config.sources[s.source].weight), config.mixture.seed,
                            config.max_examples_per_reason)) for s in shards]
-    mixed = run_pass('mixture', mix_tasks, functools.partial(mix_shard, out_dir=out_dir), executor,
-                     out_dir)
+    mixed, ran = run_pass('mixture', mix_tasks, functools.partial(mix_shard, out_dir=out_dir),
+                          executor, out_dir, redo)
+    redo = redo or ran > 0
     timings['mixture'] = time.perf_counter() - t
     stage_shards.append([m['stages'][0] for m in mixed])
 
@@ -307,7 +324,7 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
     tokens = {}
     if config.tokenizer.enabled:
         t = time.perf_counter()
-        tokens = _tokenize(config, curated, executor, out_dir)
+        tokens = _tokenize(config, curated, executor, out_dir, redo)
         timings['tokenize'] = time.perf_counter() - t
     timings['total'] = time.perf_counter() - start
 

@@ -139,6 +139,9 @@ def test_rerun_skips_finished_shards_and_redoes_failed_ones(inputs, clean_run, s
     shutil.rmtree(out / 'curated')  # outputs of finished passes are not looked at again
     pipeline.run(config, str(out), LocalExecutor(1))
     assert not calls.exists()
+    config.stages = config.stages[:-1]
+    with pytest.raises(ValueError, match='holds a run of another config'):
+        pipeline.run(config, str(out), LocalExecutor(1))
 
 
 def test_config_errors_name_the_field(inputs, shared_data_dir, tmp_path):
