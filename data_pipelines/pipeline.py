@@ -101,11 +101,15 @@ def _guarded(task: tuple[str, Any], *, fn: Callable[[Any], dict], out_dir: str, 
 
 
 def run_pass(pass_name: str, tasks: list[tuple[str, Any]], fn: Callable[[Any], dict], executor,
-             out_dir: str, redo: bool = False) -> tuple[list[dict[str, Any]], int]:
-    """Maps `fn` over the shards without a marker (all of them if `redo`); returns every shard's
-    marker, in task order, and how many shards ran."""
+             out_dir: str, redo: bool = False, cost: Callable[[Any], float] | None = None
+             ) -> tuple[list[dict[str, Any]], int]:
+    """Maps `fn` over the shards without a marker (all of them if `redo`), the costliest first so
+    that a big shard does not start last; returns every shard's marker, in task order, and how
+    many shards ran."""
     todo = [t for t in tasks
             if redo or not os.path.exists(_marker_path(out_dir, pass_name, t[0]))]
+    if cost is not None:
+        todo.sort(key=lambda t: -cost(t[1]))
     if len(todo) < len(tasks):
         log.info('%s: %d of %d shards already done', pass_name, len(tasks) - len(todo), len(tasks))
     guarded = functools.partial(_guarded, fn=fn, out_dir=out_dir, pass_name=pass_name)
@@ -291,7 +295,8 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
     fn = functools.partial(filter_shard, config_json=config.to_json(), data_dir=data_dir,
                            out_dir=out_dir)
     t = time.perf_counter()
-    per_shard, ran = run_pass('filter', [(s.name, s) for s in shards], fn, executor, out_dir)
+    per_shard, ran = run_pass('filter', [(s.name, s) for s in shards], fn, executor, out_dir,
+                              cost=lambda s: os.path.getsize(s.path) / s.num_parts)
     # Once a pass redid a shard, everything after it is redone: its inputs changed.
     redo = ran > 0
     timings['filter'] = time.perf_counter() - t
