@@ -4,7 +4,8 @@ wall time of every pass, and the Ray executor's overhead against the local proce
 Stage rates are documents read by the stage over the CPU seconds spent in it, summed over worker
 processes: documents/s per core. The executor comparison runs the same (smaller) pipeline, with
 no tokenizer, once with `--workers` local processes and once on a local Ray with as many CPUs,
-and times an empty task `--noop_tasks` times on each.
+and times an empty task `--noop_tasks` times on each. `start` is the time until the executor has
+run its first tasks (the process pool spawned; Ray started).
 
   PYTHONPATH=. python benchmarks/curation_stages.py --workers 2 --json /tmp/curation.json
 """
@@ -89,6 +90,7 @@ def main() -> None:
             for name, make in executors.items():
                 t = time.perf_counter()
                 executor = make()
+                executor.map(_noop, list(range(args.workers)))  # workers up and running
                 started = time.perf_counter() - t
                 t = time.perf_counter()
                 pipeline.run(_config(sub, tokenizer=False), f'{tmp}/{name}', executor)

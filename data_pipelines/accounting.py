@@ -27,7 +27,7 @@ class StageStats:
     modified: int = 0  # kept documents whose text the stage changed
     chars_in: int = 0
     chars_out: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # CPU seconds spent in the stage
     reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     examples: dict[str, list[dict[str, str]]] = dataclasses.field(default_factory=dict)
     counters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
