@@ -136,10 +136,16 @@ def filter_shard(shard: InputShard, *, config_json: str, data_dir: str, out_dir:
                         rel_path=shard.rel_path, part=shard.part, num_parts=shard.num_parts,
                         **options)
     kept: list[Document] = []
+    seen_ids: set[str] = set()  # an id field may repeat; every id must name one document
     for record in records:
         if isinstance(record, tuple):
             read.remove(*record)
             continue
+        if record.id in seen_ids:  # removed under its position, the id it would have had without
+            position_id = f"{shard.source}/{shard.rel_path}:{record.metadata['index']}"
+            read.remove(Document(position_id, record.text, record.metadata), 'duplicate_id')
+            continue
+        seen_ids.add(record.id)
         read.keep(record, record)
         doc: Document | None = record
         for (name, stage), st in zip(stages, stats, strict=True):

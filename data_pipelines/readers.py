@@ -76,16 +76,17 @@ def read_file(path: str, *, source: str, licence: str, fmt: str, rel_path: str,
               text_field: str = 'text', id_field: str = '', text_split: str = 'file',
               chunk_chars: int = 0, gutenberg_body: bool = False, part: int = 0,
               num_parts: int = 1) -> Iterator[Document | Rejection]:
-    """Yields the documents of one input file, in order; ids are `<source>/<rel_path>:<index>`
-    unless `id_field` names a field that holds one. With `num_parts` > 1 only records whose index
-    is `part` modulo `num_parts` are parsed, so one large file makes several shards."""
+    """Yields the documents of one input file, in order; ids are `<source>/<rel_path>:<index>`,
+    or `<source>/<rel_path>/<id>` when `id_field` names a field that holds one. With `num_parts`
+    > 1 only records whose index is `part` modulo `num_parts` are parsed, so one large file makes
+    several shards."""
     if fmt not in FORMATS:
         raise ValueError(f'reader format {fmt!r} is not one of {FORMATS}')
     base = {'source': source, 'licence': licence, 'path': rel_path}
 
     def make(index: int, text: str, extra: dict[str, Any] | None = None,
              record_id: str = '') -> Document:
-        doc_id = f'{source}/{record_id}' if record_id else f'{source}/{rel_path}:{index}'
+        doc_id = f'{source}/{rel_path}/{record_id}' if record_id else f'{source}/{rel_path}:{index}'
         return Document(doc_id, text, {**base, 'index': index, **(extra or {})})
 
     seen = 0  # records met so far in the file (all parts): where a stream failure is reported

@@ -113,13 +113,14 @@ def write_inputs(root: pathlib.Path, data_dir: pathlib.Path) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({'content': [GOOD[0].replace('river', 'lake'), None],
-                             'doc_id': ['p0', 'p1']}), root / 'table.parquet')
+    pq.write_table(pa.table({'content': [GOOD[0].replace('river', 'lake'), None, GOOD[3]],
+                             'doc_id': ['p0', 'p1', 'p0']}),  # an id twice: the second is rejected
+                   root / 'table.parquet')
     (root / 'notes.txt').write_text(GOOD[4] + '\n\n\n\n')
     (root / 'broken.parquet').write_bytes(b'PAR1 this is not a parquet file')
     # good, bad, truncated gzip (1 + the cut), cut zstd, complete zstd, parquet rows, broken
     # parquet, text file
-    return {'records': len(good) + len(bad_lines) + 2 + 1 + 1 + 2 + 1 + 1}
+    return {'records': len(good) + len(bad_lines) + 2 + 1 + 1 + 3 + 1 + 1}
 
 
 def curation_config(inputs: pathlib.Path, data_dir: pathlib.Path):

@@ -15,7 +15,7 @@ from data_pipelines.executors.local import LocalExecutor
 # Stage -> removal reasons and counts, fixed by construction of curation_fixtures.write_inputs.
 EXPECTED = {
     'read': {'malformed_json': 3, 'missing_text_field': 3, 'truncated_or_corrupt_stream': 2,
-             'unreadable_file': 1},
+             'unreadable_file': 1, 'duplicate_id': 1},
     'normalize': {'empty': 2, 'invalid_utf8': 1, 'too_long': 1},
     'language': {'language_fr': 1},
     'gopher_repetition': {}, 'gopher_quality': {}, 'c4': {}, 'fineweb': {},
@@ -27,8 +27,8 @@ EXPECTED = {
     'minhash_dedup': {'duplicate': 3},
     'mixture': {'downsampled': 1},
 }
-CURATED = ['table/p0', 'table/p0#1', 'web/complete.jsonl.zst:0', 'web/bad.jsonl:7',
-           'web/good.jsonl.gz:1', 'web/good.jsonl.gz:2']
+CURATED = ['table/table.parquet/p0', 'table/table.parquet/p0#1', 'web/complete.jsonl.zst:0',
+           'web/bad.jsonl:7', 'web/good.jsonl.gz:1', 'web/good.jsonl.gz:2']
 
 
 def _read_gz(path):
@@ -92,11 +92,11 @@ def test_every_record_ends_in_exactly_one_place(inputs, clean_run):
     assert stages[9]['counters'] == {'email': 1, 'phone': 1, 'ip': 1}
     repaired = by_id['web/bad.jsonl:7']
     assert 'compost and' in repaired['text'] and repaired['metadata']['invalid_utf8_removed'] == 1
-    assert by_id['table/p0']['metadata'] == {
+    assert by_id['table/table.parquet/p0']['metadata'] == {
         'source': 'table', 'licence': 'test-licence-B', 'path': 'table.parquet', 'index': 0,
         'language': 'en', 'language_score': pytest.approx(1.0, abs=0.01),
         'toxicity': 0.1}
-    assert by_id['table/p0#1']['metadata']['copy_of'] == 'table/p0'
+    assert by_id['table/table.parquet/p0#1']['metadata']['copy_of'] == 'table/table.parquet/p0'
 
     duplicates = _read_gz(out / 'removed' / 'exact_dedup' / 'duplicate' / 'web-00004.jsonl.gz')
     assert duplicates[0]['id'] == 'web/truncated.jsonl.gz:0'

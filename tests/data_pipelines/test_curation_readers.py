@@ -38,8 +38,8 @@ def test_text_field_id_field_and_round_robin_parts(tmp_path):
     path = tmp_path / 'd.jsonl'
     path.write_text(''.join(json.dumps({'body': f't{i}', 'key': f'k{i}'}) + '\n' for i in range(7)))
     parts = [_read(path, text_field='body', id_field='key', part=k, num_parts=3) for k in range(3)]
-    assert [[d.id for d in p] for p in parts] == [['src/k0', 'src/k3', 'src/k6'],
-                                                  ['src/k1', 'src/k4'], ['src/k2', 'src/k5']]
+    assert [[d.id for d in p] for p in parts] == [
+        ['src/f/k0', 'src/f/k3', 'src/f/k6'], ['src/f/k1', 'src/f/k4'], ['src/f/k2', 'src/f/k5']]
 
 
 def test_parquet_and_text_splits(tmp_path):
