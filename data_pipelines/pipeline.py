@@ -141,7 +141,7 @@ def filter_shard(shard: InputShard, *, config_json: str, data_dir: str, out_dir:
         if isinstance(record, tuple):
             read.remove(*record)
             continue
-        if record.id in seen_ids:  # removed under its position, the id it would have had without
+        if record.id in seen_ids:  # removed under its position id, which is unique
             position_id = f"{shard.source}/{shard.rel_path}:{record.metadata['index']}"
             read.remove(Document(position_id, record.text, record.metadata), 'duplicate_id')
             continue
