@@ -47,8 +47,8 @@ def render(stats: dict[str, Any], config: ml_collections.ConfigDict) -> str:
         out.append(f"| {name} | {s['files']} | {s['records_read']} | {s['after_filters']} | "
                    f"{s['after_dedup']} | {s['weight']:g} | {s['curated_documents']} | "
                    f"{s['curated_chars']} | {_cell(s['licence'])} |")
-    out += ['', 'Each document keeps its id (`<source>/<file>:<index>` or the source id), source, '
-            'licence and file in its metadata.', '',
+    out += ['', 'Each document keeps its id (`<source>/<file>:<index>`, or `<source>/<file>/<id>` '
+            'with an id field), source, licence and file in its metadata.', '',
             '## Collection process', '']
     out += [f"- **{name}**: {s['description'] or 'N/A'}" for name, s in sources.items()]
     out += ['', '## Preprocessing and cleaning', '',
