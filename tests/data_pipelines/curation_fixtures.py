@@ -97,6 +97,8 @@ def write_inputs(root: pathlib.Path, data_dir: pathlib.Path) -> dict[str, int]:
         # One invalid byte: repaired.
         json.dumps({'text': GOOD[5]}).encode().replace(b'compost', b'compost\xe9') + b'\n',
         b'{"text": "' + b'huge ' * 300_000 + b'"}\n',  # a 1.5 MB single line: too long
+        json.dumps({'text': ' '.join([GOOD[0].replace('\n', ' ')] * 200)}).encode() + b'\n',
+        # ^ a 140 kB single line of one paragraph repeated
         b'\n',  # a blank line is malformed JSON too
     ]
     (root / 'bad.jsonl').write_bytes(b''.join(bad_lines))

@@ -18,7 +18,8 @@ EXPECTED = {
              'unreadable_file': 1, 'duplicate_id': 1},
     'normalize': {'empty': 2, 'invalid_utf8': 1, 'too_long': 1},
     'language': {'language_fr': 1},
-    'gopher_repetition': {}, 'gopher_quality': {}, 'c4': {}, 'fineweb': {},
+    'gopher_repetition': {'duplicated_5_n_grams': 1},  # the 140 kB single line
+    'gopher_quality': {}, 'c4': {}, 'fineweb': {},
     'bad_words': {'document_removed_with_badwords': 1},
     'toxicity': {'toxic': 1},
     'pii': {},
