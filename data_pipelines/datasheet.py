@@ -55,7 +55,7 @@ def render(stats: dict[str, Any], config: ml_collections.ConfigDict) -> str:
             'Every input record ends in exactly one place: kept, or removed by one stage with a '
             'reason (each stage reads what the previous one kept). Removed documents are in '
             '`removed/<stage>/<reason>/`.', '',
-            '| stage | what it does | read | kept | removed | modified | docs/s |',
+            '| stage | what it does | read | kept | removed | modified | docs per CPU s |',
             '|---|---|---:|---:|---:|---:|---:|']
     for st in stages:
         rate = f"{st['read'] / st['seconds']:.0f}" if st['seconds'] > 0 else '—'
