@@ -23,5 +23,5 @@ class Document:
         return {'id': self.id, 'text': self.text, 'metadata': self.metadata}
 
     @classmethod
-    def from_json(cls, record: dict[str, Any]) -> 'Document':
+    def from_json(cls, record: dict[str, Any]) -> Document:
         return cls(id=record['id'], text=record['text'], metadata=dict(record.get('metadata', {})))

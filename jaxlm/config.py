@@ -40,6 +40,7 @@ REMAT_POLICIES = ('none', 'full', 'save_dots', 'save_dots_except_mlp', 'save_qkv
 DTYPES = ('float32', 'bfloat16', 'float16')
 SCHEDULES = ('cosine', 'linear', 'constant')
 TOKENIZERS = ('sentencepiece', 'byte', 'hf')
+DATA_SOURCES = ('corpus', 'shards')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -90,6 +91,10 @@ def default_config() -> ml_collections.ConfigDict:
     m.remat_policy = 'none'
 
     d = c.data = ml_collections.ConfigDict()
+    # 'corpus': read and tokenize `corpus`; 'shards': read the pre-tokenized shards in
+    # `shards_dir` (data_pipelines.tokenize), with the tokenizer they were written with.
+    d.source = 'corpus'
+    d.shards_dir = ''
     d.corpus = 'tiny_shakespeare'
     d.text_field = 'text'
     d.data_dir = ''
@@ -175,6 +180,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
         ('model.dtype', DTYPES, m.dtype), ('model.param_dtype', DTYPES, m.param_dtype),
         ('optimizer.schedule', SCHEDULES, o.schedule),
         ('data.tokenizer.kind', TOKENIZERS, d.tokenizer.kind),
+        ('data.source', DATA_SOURCES, d.source),
     ):
         if value not in allowed:
             raise ConfigError(f'`{field}` = {value!r} is not one of {allowed}')
@@ -222,6 +228,9 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     if d.seq_len > m.max_seq_len:
         raise ConfigError(
             f'`data.seq_len` ({d.seq_len}) exceeds `model.max_seq_len` ({m.max_seq_len})')
+    if d.source == 'shards' and not d.shards_dir:
+        raise ConfigError("`data.shards_dir` must name a shards directory when `data.source` is "
+                          "'shards'")
     if not 0.0 < d.eval_fraction < 1.0:
         raise ConfigError(f'`data.eval_fraction` must be in (0, 1), got {d.eval_fraction}')
     if not 0 <= o.warmup_steps <= o.decay_steps:

@@ -39,3 +39,19 @@ def test_decode_throughput_with_and_without_cache(tmp_path):
                         '--lengths', '32', '--runs', '1', '--nocache_steps', '4'], tmp_path)
     assert '| 2 | 32 | 16 + 16 |' in stdout
     assert out['rows'][0]['cache_tok_s'] > 0 and out['rows'][0]['nocache_tok_s'] > 0
+
+
+def test_minhash_against_datasketch(tmp_path, shared_data_dir):
+    stdout, out = _run(['benchmarks/minhash.py', '--docs', '1000', '--shards', '2',
+                        '--data_dir', str(shared_data_dir)], tmp_path)
+    assert '| datasketch |' in stdout and out['end_to_end']['removed'] > 0
+    # Identical shingles and banding: the two recalls of near-exact copies agree.
+    assert out['jaxlm (NumPy)']['recall']['0.9-1.0'] == out['datasketch']['recall']['0.9-1.0'] == 1
+
+
+def test_tokenizer_training_and_encoding(tmp_path, shared_data_dir):
+    stdout, out = _run(['benchmarks/tokenizer.py', '--vocab_size', '512', '--train_mb', '0.3',
+                        '--docs_mb', '0.6', '--shards', '2', '--data_dir', str(shared_data_dir)],
+                       tmp_path)
+    assert set(out['kinds']) == {'sentencepiece', 'hf_bpe'}
+    assert all(row['encode_mb_per_s'] > 0 for row in out['kinds'].values())

@@ -1,9 +1,12 @@
 """Deterministic, resumable grain pipeline producing packed LM batches.
 
-Corpus -> documents -> by-document train/eval split -> tokenizer (trained on
-train documents only) -> `[bos] + tokens + [eos]` per document -> chunks of at
-most seq_len + 1 tokens -> shuffled, per-process, first-fit packed batches.
+From a corpus (`data.source = 'corpus'`): corpus -> documents -> by-document
+train/eval split -> tokenizer (trained on train documents only) ->
+`[bos] + tokens + [eos]` per document -> chunks of at most seq_len + 1 tokens ->
+shuffled, per-process, first-fit packed batches.
 Tokenization is eager in the main process: corpora here are at most ~25 MB.
+From pre-tokenized shards (`data.source = 'shards'`, see jaxlm/data/shards.py) the
+chunks are read lazily from ArrayRecord files; batching is the same.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import grain.experimental
 import numpy as np
 from absl import flags
 
-from jaxlm.data import sources, tokenizers
+from jaxlm.data import shards, sources, tokenizers
+from jaxlm.data.chunking import chunk_spans
 
 _SKIP_REASONS = ("empty", "invalid_utf8", "malformed_json", "missing_field")
 
@@ -108,6 +112,8 @@ def _make_tokenizer(
 
 def tokenizer_only(data_cfg: Any) -> tokenizers.Tokenizer:
     """The tokenizer `build_pipeline(data_cfg, ...)` uses, without building batches."""
+    if data_cfg.get("source") == "shards":
+        return shards.load_tokenizer(data_cfg.shards_dir)
     return _make_tokenizer(data_cfg, lambda: load_documents(data_cfg)[0])
 
 
@@ -115,20 +121,14 @@ def _chunk(
     docs: Sequence[str], tokenizer: tokenizers.Tokenizer, seq_len: int
 ) -> tuple[_ChunkSource, int]:
     """Tokenizes documents into chunks; returns the source and the token count."""
-    pieces, starts, ends = [], [], []
-    offset = 0
-    for doc in docs:
-        ids = [tokenizer.bos_id, *tokenizer.encode(doc), tokenizer.eos_id]
-        # Consecutive chunks overlap by one token (stride seq_len) so that every
-        # token after bos is a target exactly once.
-        for begin in range(0, len(ids) - 1, seq_len):
-            starts.append(offset + begin)
-            ends.append(offset + min(begin + seq_len + 1, len(ids)))
-        pieces.append(np.asarray(ids, np.int32))
-        offset += len(ids)
+    pieces = [np.asarray([tokenizer.bos_id, *tokenizer.encode(doc), tokenizer.eos_id], np.int32)
+              for doc in docs]
+    lengths = np.array([len(p) for p in pieces], np.int64)
+    doc, begin, end = chunk_spans(lengths, seq_len)
+    offsets = np.cumsum(lengths) - lengths
     tokens = np.concatenate(pieces) if pieces else np.zeros([0], np.int32)
-    source = _ChunkSource(tokens, np.asarray(starts, np.int64), np.asarray(ends, np.int64))
-    return source, offset
+    source = _ChunkSource(tokens, offsets[doc] + begin, offsets[doc] + end)
+    return source, int(lengths.sum())
 
 
 def _to_model_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -177,10 +177,14 @@ def build_pipeline(
         )
     batch = global_batch // process_count
 
-    train_docs, eval_docs, stats = load_documents(data_cfg)
-    tokenizer = _make_tokenizer(data_cfg, lambda: train_docs)
-    train_src, stats["train_tokens"] = _chunk(train_docs, tokenizer, seq_len)
-    eval_src, stats["eval_tokens"] = _chunk(eval_docs, tokenizer, seq_len)
+    if data_cfg.get("source") == "shards":
+        tokenizer, train_src, eval_src, stats = shards.load_sources(
+            data_cfg.shards_dir, seq_len, data_cfg.eval_fraction)
+    else:
+        train_docs, eval_docs, stats = load_documents(data_cfg)
+        tokenizer = _make_tokenizer(data_cfg, lambda: train_docs)
+        train_src, stats["train_tokens"] = _chunk(train_docs, tokenizer, seq_len)
+        eval_src, stats["eval_tokens"] = _chunk(eval_docs, tokenizer, seq_len)
     stats["train_chunks"], stats["eval_chunks"] = len(train_src), len(eval_src)
     if len(train_src) < process_count or not len(eval_src):
         raise ValueError(f"too few chunks for {process_count} process(es): {stats}")

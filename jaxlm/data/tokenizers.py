@@ -7,7 +7,7 @@ import io
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -19,6 +19,24 @@ PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 # Bump whenever the trainer options below change, so cached models are not reused.
 _SPM_VERSION = "spm-bpe-v1"
 _SPM_MODEL_TYPE = "bpe"
+# Shared with data_pipelines.tokenize, which trains the curated corpus's tokenizer the same way.
+SPM_TRAINER_OPTIONS = dict(
+    model_type=_SPM_MODEL_TYPE,
+    byte_fallback=True,
+    split_digits=True,
+    character_coverage=1.0,
+    normalization_rule_name="identity",
+    remove_extra_whitespaces=False,  # keep text round-trippable
+    pad_id=PAD_ID,
+    eos_id=EOS_ID,
+    bos_id=BOS_ID,
+    unk_id=UNK_ID,
+    max_sentence_length=1 << 16,
+    # Checked: with num_threads=1 two trainings give identical bytes; with
+    # 4 threads the model differed from the 1-thread one. Training is < 1 s/MB.
+    num_threads=1,
+    minloglevel=2,
+)
 
 
 @runtime_checkable
@@ -93,7 +111,7 @@ class SentencePieceTokenizer:
         return self._sp.decode([int(i) for i in ids if int(i) not in special])
 
 
-def _sentences(documents: Sequence[str]) -> Iterable[str]:
+def training_sentences(documents: Iterable[str]) -> Iterator[str]:
     # One line per training sentence: whole documents would exceed SentencePiece's
     # sentence length limit and be dropped. Newlines are then covered by byte fallback.
     for doc in documents:
@@ -123,25 +141,11 @@ def train_sentencepiece(
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_sentences(docs)),
+        sentence_iterator=training_sentences(docs),
         model_writer=model,
-        model_type=_SPM_MODEL_TYPE,
         vocab_size=vocab_size,
-        byte_fallback=True,
-        split_digits=True,
-        character_coverage=1.0,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,  # keep text round-trippable
-        pad_id=PAD_ID,
-        eos_id=EOS_ID,
-        bos_id=BOS_ID,
-        unk_id=UNK_ID,
         input_sentence_size=0,  # use every sentence: no sampling
-        max_sentence_length=1 << 16,
-        # Checked: with num_threads=1 two trainings give identical bytes; with
-        # 4 threads the model differed from the 1-thread one. Training is < 1 s/MB.
-        num_threads=1,
-        minloglevel=2,
+        **SPM_TRAINER_OPTIONS,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     # Temp file + rename: concurrent trainers (several hosts, one shared cache)

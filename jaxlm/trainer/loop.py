@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxlm import config as config_lib
 from jaxlm import sharding
+from jaxlm.data import shards
 from jaxlm.data.grain_pipeline import build_pipeline
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
@@ -133,6 +134,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         model_path = getattr(data.tokenizer, 'model_path', None)
         if model_path is not None:
             shutil.copyfile(model_path, os.path.join(workdir, TOKENIZER_FILE))
+        elif cfg.data.source == 'shards':  # an HF tokenizer.json (a model file is copied above)
+            shards.copy_tokenizer_files('hf', cfg.data.shards_dir, workdir)
     _say(f'data: {json.dumps(data.stats, sort_keys=True)}')
 
     setup = compile_training(cfg, devices, mesh_shape)

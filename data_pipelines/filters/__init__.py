@@ -1,0 +1,1 @@
+"""Document filters: callables `Document -> Document | str` (the kept document or a reason)."""
