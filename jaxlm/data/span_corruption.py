@@ -73,15 +73,25 @@ def replace_spans_with_sentinels(tokens: np.ndarray, mask: np.ndarray,
     return np.where(first, sentinels, tokens)[~(mask & previous)].astype(np.int32)
 
 
+def corrupt_spans(tokens: np.ndarray, rng: np.random.Generator, noise_density: float,
+                  mean_noise_span_length: float,
+                  vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of T5's span corruption of one raw chunk, without EOS."""
+    mask = random_spans_noise_mask(len(tokens), noise_density, mean_noise_span_length, rng)
+    return (replace_spans_with_sentinels(tokens, mask, vocab_size),
+            replace_spans_with_sentinels(tokens, ~mask, vocab_size))
+
+
 def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, noise_density: float,
                  mean_noise_span_length: float, vocab_size: int,
                  eos_id: int) -> dict[str, np.ndarray]:
     """One raw chunk -> {'encoder_inputs', 'inputs' (decoder: targets shifted right, 0 first),
     'targets'}, the encoder and decoder sequences ending in EOS."""
-    mask = random_spans_noise_mask(len(tokens), noise_density, mean_noise_span_length, rng)
+    inputs, targets = corrupt_spans(tokens, rng, noise_density, mean_noise_span_length,
+                                    vocab_size)
     eos = np.asarray([eos_id], np.int32)
-    encoder_inputs = np.concatenate([replace_spans_with_sentinels(tokens, mask, vocab_size), eos])
-    targets = np.concatenate([replace_spans_with_sentinels(tokens, ~mask, vocab_size), eos])
+    encoder_inputs = np.concatenate([inputs, eos])
+    targets = np.concatenate([targets, eos])
     return {'encoder_inputs': encoder_inputs,
             'inputs': np.concatenate([[0], targets[:-1]]).astype(np.int32),
             'targets': targets}
@@ -113,6 +123,15 @@ def _to_encoder_decoder_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndar
     return out
 
 
+def check_sentinels(raw_len: int, noise_density: float, mean_noise_span_length: float,
+                    extra_ids: int) -> None:
+    """Every noise span needs its own sentinel among the `extra_ids` top ids."""
+    spans = int(round(round(raw_len * noise_density) / mean_noise_span_length))
+    if spans > extra_ids:
+        raise ValueError(f'data.extra_ids ({extra_ids}) is fewer than the {spans} noise spans '
+                         f'of a {raw_len}-token chunk: raise it')
+
+
 def build_span_corruption_pipeline(data_cfg: Any, *, seed: int, process_index: int = 0,
                                    process_count: int = 1) -> DataPipeline:
     """Packed encoder-decoder batches: encoder fields [batch, inputs_len], decoder fields
@@ -134,11 +153,8 @@ def build_span_corruption_pipeline(data_cfg: Any, *, seed: int, process_index: i
         raise ValueError(f'too few {raw_len}-token chunks for {process_count} process(es): '
                          f'{stats}')
     vocab_size = tokenizer.vocab_size + data_cfg.extra_ids
-    max_spans = int(round(round(raw_len * data_cfg.noise_density)
-                          / data_cfg.mean_noise_span_length))
-    if max_spans > data_cfg.extra_ids:
-        raise ValueError(f'data.extra_ids ({data_cfg.extra_ids}) is fewer than the {max_spans} '
-                         'noise spans of one example: raise it')
+    check_sentinels(raw_len, data_cfg.noise_density, data_cfg.mean_noise_span_length,
+                    data_cfg.extra_ids)
 
     def corrupt(tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return span_corrupt(tokens, rng, noise_density=data_cfg.noise_density,
