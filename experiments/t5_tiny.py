@@ -6,24 +6,17 @@ Variant :seqio reads the same corpus through the seqio task `jaxlm_span_corrupti
 (needs the `seqio` extra; jaxlm/data/seqio_tasks.py).
 """
 
-from jaxlm.config import default_config
-
-# T5.1.1 shapes: RMSNorm (eps 1e-6), gated GELU, no biases, untied embeddings, 32 relative
-# position buckets over 128 tokens shared per stack.
-T5_1_1 = dict(architecture='encoder_decoder', norm='rmsnorm', norm_eps=1e-6, mlp='geglu',
-              positions='t5_relative', use_bias=False, tie_embeddings=False,
-              relative_buckets=32, relative_max_distance=128)
+from experiments._t5 import t5_config
 
 
 def get_config(arg: str | None = None):
-    c = default_config()
+    c = t5_config()
     c.num_train_steps = 400
     c.log_every_steps = 25
     c.eval_every_steps = 100
     c.checkpoint_every_steps = 200
 
     m = c.model
-    m.update(**T5_1_1)
     # 512 SentencePiece pieces + 100 sentinels (data.extra_ids), padded to a multiple of 128.
     m.vocab_size = 640
     m.num_layers = 3  # in each stack
@@ -33,11 +26,9 @@ def get_config(arg: str | None = None):
     m.head_dim = 32
     m.mlp_dim = 384
     m.max_seq_len = 128
-    m.dropout_rate = 0.0
 
     d = c.data
     d.corpus = 'tiny_shakespeare'
-    d.objective = 'span_corruption'
     d.inputs_len = 128  # 141 raw tokens -> 128 encoder tokens, 29 targets (T5's helper)
     d.seq_len = 32
     d.global_batch_size = 16
