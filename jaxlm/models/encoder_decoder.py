@@ -40,6 +40,14 @@ def _attention(c: TransformerConfig, name: str, causal: bool) -> Attention:
                      dtype=c.dtype, param_dtype=c.param_dtype, name=name)
 
 
+def _relative_bias(c: TransformerConfig, bidirectional: bool) -> RelativePositionBias:
+    """The stack's one bias table, shared by all its layers (bidirectional in the encoder)."""
+    return RelativePositionBias(c.num_heads, bidirectional=bidirectional,
+                                num_buckets=c.relative_buckets,
+                                max_distance=c.relative_max_distance, init_std=c.init_std,
+                                param_dtype=c.param_dtype, name='relative_bias')
+
+
 def _mlp_residual(c: TransformerConfig, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
     h = _norm(c, 'mlp_norm')(x_BxLxD)
     h = MLP(c.mlp, c.mlp_dim, use_bias=c.use_bias, dropout_rate=c.dropout_rate,
@@ -95,11 +103,7 @@ class Encoder(nn.Module):
     def __call__(self, x_BxSxD: jax.Array, segment_ids_BxS: jax.Array, positions_BxS: jax.Array,
                  deterministic: bool) -> jax.Array:
         c = self.cfg
-        bias = RelativePositionBias(c.num_heads, bidirectional=True,
-                                    num_buckets=c.relative_buckets,
-                                    max_distance=c.relative_max_distance, init_std=c.init_std,
-                                    param_dtype=c.param_dtype, name='relative_bias')(
-            positions_BxS, positions_BxS)
+        bias = _relative_bias(c, bidirectional=True)(positions_BxS, positions_BxS)
         stack = scan_blocks(EncoderBlock, c, (nn.broadcast,) * 3)
         x_BxSxD, _ = stack(c, deterministic, name='layers')(x_BxSxD, segment_ids_BxS,
                                                             positions_BxS, bias)
@@ -115,11 +119,7 @@ class Decoder(nn.Module):
                  encoded_BxSxD: jax.Array, encoder_segment_ids_BxS: jax.Array,
                  deterministic: bool) -> jax.Array:
         c = self.cfg
-        bias = RelativePositionBias(c.num_heads, bidirectional=False,
-                                    num_buckets=c.relative_buckets,
-                                    max_distance=c.relative_max_distance, init_std=c.init_std,
-                                    param_dtype=c.param_dtype, name='relative_bias')(
-            positions_BxL, positions_BxL)
+        bias = _relative_bias(c, bidirectional=False)(positions_BxL, positions_BxL)
         stack = scan_blocks(DecoderBlock, c, (nn.broadcast,) * 5)
         y_BxLxD, _ = stack(c, deterministic, name='layers')(
             y_BxLxD, segment_ids_BxL, positions_BxL, bias, encoded_BxSxD, encoder_segment_ids_BxS)
