@@ -17,19 +17,20 @@ CFG = TransformerConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, nu
                         head_dim=8, mlp_dim=64, max_seq_len=32, architecture='encoder_decoder',
                         norm_eps=1e-6, mlp='geglu', positions='t5_relative', dtype=jnp.float32)
 MODEL = EncoderDecoder(CFG)
+_APPLY = jax.jit(MODEL.apply)  # compiled: op-by-op scans are slow on CPU
 
 
 @pytest.fixture(scope='module')
 def params():
     tokens = jnp.zeros((1, 8), jnp.int32)
-    return nn.unbox(MODEL.init(jax.random.PRNGKey(0), tokens, tokens)['params'])
+    return nn.unbox(jax.jit(MODEL.init)(jax.random.PRNGKey(0), tokens, tokens)['params'])
 
 
 def _logits(params, enc, dec, enc_seg=None, dec_seg=None, enc_pos=None, dec_pos=None):
     as_array = lambda x: None if x is None else jnp.asarray(x)  # noqa: E731
-    return np.asarray(MODEL.apply({'params': params}, jnp.asarray(enc), jnp.asarray(dec),
-                                  as_array(enc_seg), as_array(dec_seg), as_array(enc_pos),
-                                  as_array(dec_pos)))
+    return np.asarray(_APPLY({'params': params}, jnp.asarray(enc), jnp.asarray(dec),
+                             as_array(enc_seg), as_array(dec_seg), as_array(enc_pos),
+                             as_array(dec_pos)))
 
 
 def test_count_params_matches_init(params):
@@ -89,6 +90,7 @@ def test_decoder_is_causal_and_encoder_bidirectional(params):
 def test_tied_embeddings_share_the_table():
     cfg = dataclasses.replace(CFG, tie_embeddings=True)
     tokens = jnp.zeros((1, 4), jnp.int32)
-    p = nn.unbox(EncoderDecoder(cfg).init(jax.random.PRNGKey(0), tokens, tokens)['params'])
+    shapes = jax.eval_shape(EncoderDecoder(cfg).init, jax.random.PRNGKey(0), tokens, tokens)
+    p = nn.unbox(shapes['params'])
     assert 'lm_head' not in p
     assert sum(x.size for x in jax.tree.leaves(p)) == count_params(cfg)
