@@ -38,9 +38,11 @@ def test_sharded_matches_single_device(sharded, shared_data_dir, tmp_path):
     assert losses[STEPS] < losses[1]
 
 
-def test_resume_is_bitwise_identical(sharded, shared_data_dir, tmp_path):
+def test_resume_is_bitwise_identical(sharded, shared_data_dir, tmp_path, capsys):
     train(_cfg(shared_data_dir, steps=2, **MESH), str(tmp_path))
+    capsys.readouterr()
     train(_cfg(shared_data_dir, **MESH), str(tmp_path))
+    assert f'resumed from {tmp_path}/checkpoints/2' in capsys.readouterr().out
     resumed, full = train_losses(tmp_path), train_losses(sharded)
     assert [resumed[s] for s in (3, 4)] == [full[s] for s in (3, 4)]
 
