@@ -7,6 +7,7 @@ instead of being silently ignored.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -30,17 +31,21 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ('vocab', 'tensor'),
     ('layers', None),
     ('norm', None),
+    ('relpos_buckets', None),
 )
 
 NORMS = ('rmsnorm', 'layernorm')
-MLPS = ('swiglu', 'gelu')
-POSITIONS = ('rope', 'learned', 'sinusoidal')
+MLPS = ('swiglu', 'gelu', 'geglu')
+POSITIONS = ('rope', 'learned', 'sinusoidal', 'alibi', 't5_relative')
+ARCHITECTURES = ('decoder', 'encoder_decoder')
+OBJECTIVES = ('lm', 'span_corruption')
 ROPE_SCALING_KINDS = ('none', 'linear', 'llama3')
 REMAT_POLICIES = ('none', 'full', 'save_dots', 'save_dots_except_mlp', 'save_qkv_proj')
 DTYPES = ('float32', 'bfloat16', 'float16')
 SCHEDULES = ('cosine', 'linear', 'constant')
 TOKENIZERS = ('sentencepiece', 'byte', 'hf')
-DATA_SOURCES = ('corpus', 'shards')
+# corpus/shards are read through grain; seqio through the `seqio` extra.
+DATA_SOURCES = ('corpus', 'shards', 'seqio')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,6 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
 
     m = c.model = ml_collections.ConfigDict()
+    # 'encoder_decoder': T5-style (models/encoder_decoder.py), num_layers in each stack; it
+    # needs positions = 't5_relative' and data.objective = 'span_corruption'.
+    m.architecture = 'decoder'
     m.vocab_size = 512
     m.num_layers = 2
     m.d_model = 128
@@ -80,6 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.rope_scaling = ml_collections.ConfigDict(dict(
         kind='none', factor=1.0, low_freq_factor=1.0, high_freq_factor=4.0,
         original_max_seq_len=8192))
+    m.relative_buckets = 32  # 't5_relative': T5's bias buckets and the distance they span
+    m.relative_max_distance = 128
     m.sliding_window = 0  # > 0: each query attends to the last `sliding_window` tokens (Mistral)
     m.tie_embeddings = False
     m.use_bias = False
@@ -92,9 +102,19 @@ def default_config() -> ml_collections.ConfigDict:
 
     d = c.data = ml_collections.ConfigDict()
     # 'corpus': read and tokenize `corpus`; 'shards': read the pre-tokenized shards in
-    # `shards_dir` (data_pipelines.tokenize), with the tokenizer they were written with.
+    # `shards_dir` (data_pipelines.tokenize), with the tokenizer they were written with; both
+    # through grain. 'seqio' (needs the `seqio` extra): `task` names the seqio task.
     d.source = 'corpus'
     d.shards_dir = ''
+    d.task = ''
+    # 'span_corruption' (encoder-decoder): T5 noise on raw chunks; the encoder reads
+    # `inputs_len` tokens, the decoder `seq_len` targets; sentinels are the `extra_ids` ids at
+    # the top of the vocabulary (tokenizer vocabulary + extra_ids, as seqio's vocabulary).
+    d.objective = 'lm'
+    d.inputs_len = 128
+    d.noise_density = 0.15
+    d.mean_noise_span_length = 3.0
+    d.extra_ids = 100
     d.corpus = 'tiny_shakespeare'
     d.text_field = 'text'
     d.data_dir = ''
@@ -174,13 +194,14 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
 
     for field, allowed, value in (
         ('model.norm', NORMS, m.norm), ('model.mlp', MLPS, m.mlp),
+        ('model.architecture', ARCHITECTURES, m.architecture),
+        ('data.source', DATA_SOURCES, d.source), ('data.objective', OBJECTIVES, d.objective),
         ('model.positions', POSITIONS, m.positions),
         ('model.rope_scaling.kind', ROPE_SCALING_KINDS, m.rope_scaling.kind),
         ('model.remat_policy', REMAT_POLICIES, m.remat_policy),
         ('model.dtype', DTYPES, m.dtype), ('model.param_dtype', DTYPES, m.param_dtype),
         ('optimizer.schedule', SCHEDULES, o.schedule),
         ('data.tokenizer.kind', TOKENIZERS, d.tokenizer.kind),
-        ('data.source', DATA_SOURCES, d.source),
     ):
         if value not in allowed:
             raise ConfigError(f'`{field}` = {value!r} is not one of {allowed}')
@@ -199,6 +220,9 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
         'eval.batch_size': cfg.eval.batch_size,
         'optimizer.grad_accum_steps': o.grad_accum_steps,
         'optimizer.decay_steps': o.decay_steps,
+        'model.relative_buckets': m.relative_buckets,
+        'model.relative_max_distance': m.relative_max_distance,
+        'data.inputs_len': d.inputs_len, 'data.extra_ids': d.extra_ids,
     }
     for field, value in positive.items():
         if not isinstance(value, int) or value <= 0:
@@ -225,6 +249,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
                               f'integer, got {rs.original_max_seq_len!r}')
     if m.positions == 'rope' and m.head_dim % 2:
         raise ConfigError(f'`model.head_dim` must be even for RoPE, got {m.head_dim}')
+    _check_architecture(cfg)
     if d.seq_len > m.max_seq_len:
         raise ConfigError(
             f'`data.seq_len` ({d.seq_len}) exceeds `model.max_seq_len` ({m.max_seq_len})')
@@ -256,6 +281,43 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     return mesh
 
 
+def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
+    """The model family, its position encoding, the data objective and source must agree."""
+    m, d = cfg.model, cfg.data
+    enc_dec = m.architecture == 'encoder_decoder'
+    if enc_dec and m.positions != 't5_relative':
+        raise ConfigError('`model.positions` must be \'t5_relative\' for `model.architecture` = '
+                          f"'encoder_decoder' (T5), got {m.positions!r}")
+    if enc_dec != (d.objective == 'span_corruption'):
+        raise ConfigError(
+            f'`data.objective` = {d.objective!r} does not fit `model.architecture` = '
+            f"{m.architecture!r}: use 'span_corruption' with 'encoder_decoder' and 'lm' with "
+            "'decoder'")
+    if m.positions == 't5_relative' and m.relative_buckets < 4:
+        raise ConfigError(f'`model.relative_buckets` must be at least 4, got {m.relative_buckets}')
+    if not 0.0 < d.noise_density < 1.0:
+        raise ConfigError(f'`data.noise_density` must be in (0, 1), got {d.noise_density}')
+    if not d.mean_noise_span_length >= 1.0:
+        raise ConfigError('`data.mean_noise_span_length` must be >= 1, got '
+                          f'{d.mean_noise_span_length}')
+    if d.source == 'seqio':
+        if importlib.util.find_spec('seqio') is None:
+            raise ConfigError("`data.source` = 'seqio' needs the seqio extra: pip install "
+                              "'jaxlm[seqio]' (or choose `data.source` = 'corpus')")
+        if not d.task:
+            raise ConfigError("`data.task` must name a seqio task when `data.source` = "
+                              "'seqio' (registered in jaxlm/data/seqio_tasks.py)")
+    if d.objective == 'span_corruption' and d.source == 'shards':
+        raise ConfigError("`data.objective` = 'span_corruption' reads raw text (`data.source` = "
+                          "'corpus' or 'seqio'); token shards are for 'lm'")
+    if enc_dec and cfg.eval.tasks:
+        raise ConfigError('`eval.tasks` scores decoder-only models; leave it empty for '
+                          "`model.architecture` = 'encoder_decoder'")
+    if enc_dec and d.inputs_len > m.max_seq_len:
+        raise ConfigError(
+            f'`data.inputs_len` ({d.inputs_len}) exceeds `model.max_seq_len` ({m.max_seq_len})')
+
+
 def _check_rules(rules: Sequence[Any]) -> None:
     seen = set()
     for rule in rules:
@@ -278,6 +340,12 @@ def check_vocab(cfg: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> No
         raise ConfigError(
             f'`model.vocab_size` ({cfg.model.vocab_size}) is smaller than the tokenizer '
             f'vocabulary ({tokenizer_vocab_size})')
+    needed = tokenizer_vocab_size + cfg.data.extra_ids
+    if cfg.data.objective == 'span_corruption' and cfg.model.vocab_size < needed:
+        raise ConfigError(
+            f'`model.vocab_size` ({cfg.model.vocab_size}) has no room for the sentinels: span '
+            f'corruption needs the tokenizer vocabulary ({tokenizer_vocab_size}) + '
+            f'`data.extra_ids` ({cfg.data.extra_ids}) = {needed}')
 
 
 def rules_as_tuples(rules: Sequence[Any]) -> tuple[tuple[str, Any], ...]:

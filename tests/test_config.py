@@ -1,6 +1,7 @@
 """Config errors are caught before any compile, each naming the field; experiments load."""
 
 import importlib
+import importlib.util
 import pathlib
 
 import pytest
@@ -36,6 +37,13 @@ def _cfg(**updates):
     (dict(optimizer__warmup_steps=500), 1, 'optimizer.warmup_steps'),
     (dict(logical_axis_rules=(('batch', 'dta'),)), 1, 'logical_axis_rules'),
     (dict(model__num_layers=0), 1, 'model.num_layers'),
+    (dict(model__positions='nope'), 1, 'model.positions'),
+    (dict(model__architecture='encoder_decoder'), 1, 'model.positions'),
+    (dict(model__architecture='encoder_decoder', model__positions='t5_relative'), 1,
+     'data.objective'),
+    (dict(data__objective='span_corruption'), 1, 'data.objective'),
+    (dict(data__noise_density=1.5), 1, 'data.noise_density'),
+    (dict(data__source='seqio'), 1, 'data.task'),
 ])
 def test_invalid_configs_name_the_field(updates, devices, field):
     with pytest.raises(ConfigError, match=field.replace('.', r'\.')):
@@ -55,6 +63,31 @@ def test_vocab_smaller_than_tokenizer():
     with pytest.raises(ConfigError, match='model.vocab_size'):
         check_vocab(c, 259)
     check_vocab(c, 256)
+
+
+def test_span_corruption_needs_room_for_sentinels():
+    c = default_config()
+    c.data.objective = 'span_corruption'
+    with pytest.raises(ConfigError, match='sentinels'):
+        check_vocab(c, c.model.vocab_size)
+
+
+def test_seqio_without_the_extra_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'seqio' else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'jaxlm\[seqio\]'"):
+        validate(_cfg(data__source='seqio', data__task='x'), 1)
+
+
+def test_jaxlm_imports_without_seqio():
+    import subprocess
+    import sys
+
+    code = ('import sys; import jaxlm.train, jaxlm.trainer.loop, jaxlm.data.span_corruption; '
+            "assert 'seqio' not in sys.modules and 'tensorflow' not in sys.modules")
+    subprocess.run([sys.executable, '-c', code], check=True,
+                   cwd=pathlib.Path(__file__).parent.parent)
 
 
 def test_mesh_minus_one_takes_the_rest():

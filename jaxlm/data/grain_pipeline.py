@@ -100,7 +100,7 @@ def load_documents(data_cfg: Any) -> tuple[list[str], list[str], dict]:
     return train, held, stats
 
 
-def _make_tokenizer(
+def make_tokenizer(
     data_cfg: Any, train_docs_fn: Callable[[], list[str]]
 ) -> tokenizers.Tokenizer:
     tok_cfg = data_cfg.tokenizer
@@ -114,7 +114,7 @@ def tokenizer_only(data_cfg: Any) -> tokenizers.Tokenizer:
     """The tokenizer `build_pipeline(data_cfg, ...)` uses, without building batches."""
     if data_cfg.get("source") == "shards":
         return shards.load_tokenizer(data_cfg.shards_dir)
-    return _make_tokenizer(data_cfg, lambda: load_documents(data_cfg)[0])
+    return make_tokenizer(data_cfg, lambda: load_documents(data_cfg)[0])
 
 
 def _chunk(
@@ -131,7 +131,7 @@ def _chunk(
     return source, int(lengths.sum())
 
 
-def _to_model_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def to_model_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Renames grain's packing outputs to the model's batch keys."""
     segment_ids = batch["inputs_segment_ids"]
     # inputs and targets of a chunk have equal length, so packing must place them
@@ -148,23 +148,31 @@ def _to_model_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _pack_and_batch(
-    ds: grain.IterDataset, seq_len: int, batch_size: int, *, seed: int, shuffle_bins: bool
+def pack_and_batch(
+    ds: grain.IterDataset, length_struct: dict[str, int], batch_size: int, *, seed: int,
+    shuffle_bins: bool,
+    to_model_batch: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = to_model_batch,
 ) -> grain.IterDataset:
+    """First-fit packs examples into rows of `length_struct[feature]` tokens per feature."""
     ds = grain.experimental.FirstFitPackIterDataset(
         ds,
-        length_struct={"inputs": seq_len, "targets": seq_len},
+        length_struct=length_struct,
         num_packing_bins=batch_size,
         seed=seed,
         shuffle_bins=shuffle_bins,
     )
-    return ds.batch(batch_size, drop_remainder=True).map(_to_model_batch)
+    return ds.batch(batch_size, drop_remainder=True).map(to_model_batch)
 
 
-def build_pipeline(
-    data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1
-) -> DataPipeline:
-    """Builds the train iterator and eval batches for one process of `process_count`."""
+def _pack_and_batch(
+    ds: grain.IterDataset, seq_len: int, batch_size: int, *, seed: int, shuffle_bins: bool
+) -> grain.IterDataset:
+    return pack_and_batch(ds, {"inputs": seq_len, "targets": seq_len}, batch_size, seed=seed,
+                          shuffle_bins=shuffle_bins)
+
+
+def local_batch_size(data_cfg: Any, process_index: int, process_count: int) -> int:
+    """Rows of each global batch that this process produces (checking the arguments)."""
     seq_len, global_batch = data_cfg.seq_len, data_cfg.global_batch_size
     if seq_len < 1:
         raise ValueError(f"data.seq_len must be >= 1, got {seq_len}")
@@ -175,43 +183,69 @@ def build_pipeline(
             f"data.global_batch_size {global_batch} must be a positive multiple of "
             f"the process count {process_count}"
         )
-    batch = global_batch // process_count
+    return global_batch // process_count
+
+
+def build_pipeline(
+    data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1
+) -> DataPipeline:
+    """Builds the train iterator and eval batches for one process of `process_count`."""
+    seq_len, global_batch = data_cfg.seq_len, data_cfg.global_batch_size
+    batch = local_batch_size(data_cfg, process_index, process_count)
 
     if data_cfg.get("source") == "shards":
         tokenizer, train_src, eval_src, stats = shards.load_sources(
             data_cfg.shards_dir, seq_len, data_cfg.eval_fraction)
     else:
         train_docs, eval_docs, stats = load_documents(data_cfg)
-        tokenizer = _make_tokenizer(data_cfg, lambda: train_docs)
+        tokenizer = make_tokenizer(data_cfg, lambda: train_docs)
         train_src, stats["train_tokens"] = _chunk(train_docs, tokenizer, seq_len)
         eval_src, stats["eval_tokens"] = _chunk(eval_docs, tokenizer, seq_len)
     stats["train_chunks"], stats["eval_chunks"] = len(train_src), len(eval_src)
     if len(train_src) < process_count or not len(eval_src):
         raise ValueError(f"too few chunks for {process_count} process(es): {stats}")
 
-    # Distinct seed per process: slices are disjoint anyway, but independent orders
-    # avoid correlated batches across hosts.
-    shuffle_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-    train = (
-        grain.MapDataset.source(train_src)[process_index::process_count]
-        .shuffle(seed=shuffle_seed)
-        .repeat(None)  # each epoch is reshuffled
-        .to_iter_dataset()
-    )
+    shuffle_seed = process_seed(seed, process_index)
+    train = shuffled_shard(train_src, shuffle_seed, process_index, process_count).to_iter_dataset()
     train = _pack_and_batch(train, seq_len, batch, seed=shuffle_seed, shuffle_bins=True)
-    if data_cfg.num_workers > 0:
-        # grain reads absl flags when starting workers; outside absl.app.run (tests,
-        # notebooks) they are unparsed, so fall back to their defaults.
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        train = train.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
+    train = with_workers(train, data_cfg.num_workers)
 
-    # Eval: global batches in a fixed order (no shuffling), then this process's rows,
-    # so all processes together see exactly the same eval set on every build.
     eval_ds = grain.MapDataset.source(eval_src).repeat(None).to_iter_dataset()
     eval_iter = iter(_pack_and_batch(eval_ds, seq_len, global_batch, seed=0, shuffle_bins=False))
-    eval_batches = []
-    for _ in range(data_cfg.num_eval_batches):
-        rows = {k: v[process_index::process_count] for k, v in next(eval_iter).items()}
-        eval_batches.append({k: np.ascontiguousarray(v) for k, v in rows.items()})
+    eval_batches = process_rows(eval_iter, data_cfg.num_eval_batches, process_index,
+                                process_count)
     return DataPipeline(tokenizer, iter(train), eval_batches, stats)
+
+
+def process_seed(seed: int, process_index: int) -> int:
+    """Distinct seed per process: slices are disjoint anyway, but independent orders avoid
+    correlated batches across hosts."""
+    return int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+
+
+def shuffled_shard(source: Any, seed: int, process_index: int,
+                   process_count: int) -> grain.MapDataset:
+    """This process's slice of `source`, reshuffled every epoch, endless."""
+    return (grain.MapDataset.source(source)[process_index::process_count]
+            .shuffle(seed=seed).repeat(None))
+
+
+def with_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+    if num_workers <= 0:
+        return ds
+    # grain reads absl flags when starting workers; outside absl.app.run (tests,
+    # notebooks) they are unparsed, so fall back to their defaults.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+
+
+def process_rows(global_batches: Any, num_batches: int, process_index: int,
+                 process_count: int) -> list[dict[str, np.ndarray]]:
+    """Eval: global batches in a fixed order (no shuffling), then this process's rows, so all
+    processes together see exactly the same eval set on every build."""
+    out = []
+    for _ in range(num_batches):
+        rows = {k: v[process_index::process_count] for k, v in next(global_batches).items()}
+        out.append({k: np.ascontiguousarray(v) for k, v in rows.items()})
+    return out

@@ -1,4 +1,4 @@
-"""Hugging Face <-> jaxlm checkpoint conversion (GPT-2, LLaMA 2/3, Mistral).
+"""Hugging Face <-> jaxlm checkpoint conversion (GPT-2, LLaMA 2/3, Mistral, T5.1.1).
 
 Tensors are streamed: HF -> jaxlm reads each safetensors tensor with `safe_open(framework='numpy')`,
 reshapes it into jaxlm's layout and writes it into its scanned [num_layers, ...] array; each
@@ -30,7 +30,7 @@ import ml_dtypes
 import numpy as np
 
 ARCHITECTURES = {'GPT2LMHeadModel': 'gpt2', 'LlamaForCausalLM': 'llama',
-                 'MistralForCausalLM': 'mistral'}
+                 'MistralForCausalLM': 'mistral', 'T5ForConditionalGeneration': 't5'}
 log = logging.getLogger(__name__)
 HF_CONFIG_COPY = 'hf_config.json'
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer.model', 'tokenizer_config.json',
@@ -39,6 +39,8 @@ _FLOAT_DTYPES = {np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.
 _DTYPE_NAMES = {'float32': np.float32, 'bfloat16': ml_dtypes.bfloat16, 'float16': np.float16}
 # Buffers some checkpoints carry that are not parameters (recomputed by every implementation).
 _IGNORED_SUFFIXES = ('.attn.bias', '.attn.masked_bias', 'rotary_emb.inv_freq')
+# T5 checkpoints may also store the stacks' views of the shared embedding.
+_TIED_COPIES = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
 
 
 class ConversionError(ValueError):
@@ -62,7 +64,7 @@ def family_of(hf: dict[str, Any]) -> str:
         if a in ARCHITECTURES:
             return ARCHITECTURES[a]
     model_type = hf.get('model_type')
-    by_type = {'gpt2': 'gpt2', 'llama': 'llama', 'mistral': 'mistral'}
+    by_type = {'gpt2': 'gpt2', 'llama': 'llama', 'mistral': 'mistral', 't5': 't5'}
     if not archs and model_type in by_type:
         return by_type[model_type]
     raise ConversionError(
@@ -111,6 +113,8 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
                     norm='layernorm', norm_eps=float(hf.get('layer_norm_epsilon', 1e-5)),
                     mlp='gelu', positions='learned',
                     tie_embeddings=bool(hf.get('tie_word_embeddings', True)), use_bias=True)
+    if family == 't5':
+        return _t5_fields(hf)
     # LLaMA / Mistral
     if hf.get('hidden_act', 'silu') != 'silu':
         raise ConversionError(f"hidden_act {hf['hidden_act']!r} is not supported (silu only)")
@@ -149,6 +153,32 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _t5_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """T5.1.1 (`feed_forward_proj` = 'gated-gelu'): the original T5's ReLU MLP is not supported."""
+    if hf.get('feed_forward_proj') != 'gated-gelu':
+        raise ConversionError(f"T5 feed_forward_proj {hf.get('feed_forward_proj')!r} is not "
+                              "supported (T5.1.1's 'gated-gelu' only)")
+    layers = hf['num_layers']
+    if hf.get('num_decoder_layers', layers) != layers:
+        raise ConversionError(f"T5 num_decoder_layers {hf['num_decoder_layers']} != num_layers "
+                              f'{layers}: jaxlm stacks have equal depth')
+    h = hf['num_heads']
+    # jaxlm ties T5-style: shared embedding with decoder outputs scaled by d_model^-0.5 (T5X's
+    # logits_via_embedding). transformers >= 5 always ties and says whether it scales in
+    # `scale_decoder_outputs`; older configs say `tie_word_embeddings` (False for T5.1.1). An
+    # unscaled head is jaxlm's untied lm_head (read from `shared` when the file has no head).
+    tied = (bool(hf.get('tie_word_embeddings', True))
+            and hf.get('scale_decoder_outputs') is not False)
+    return dict(architecture='encoder_decoder', vocab_size=hf['vocab_size'], num_layers=layers,
+                d_model=hf['d_model'], num_heads=h, num_kv_heads=h, head_dim=hf['d_kv'],
+                mlp_dim=hf['d_ff'], max_seq_len=int(hf.get('n_positions', 512)), norm='rmsnorm',
+                norm_eps=float(hf.get('layer_norm_epsilon', 1e-6)), mlp='geglu',
+                positions='t5_relative',
+                relative_buckets=hf.get('relative_attention_num_buckets', 32),
+                relative_max_distance=hf.get('relative_attention_max_distance', 128),
+                tie_embeddings=tied, use_bias=False)
+
+
 def hf_dtype_name(hf: dict[str, Any]) -> str:
     name = hf.get('dtype') or hf.get('torch_dtype') or 'float32'
     return name if name in _DTYPE_NAMES else 'float32'
@@ -168,6 +198,9 @@ def jaxlm_config(hf: dict[str, Any], *, dtype: str = 'float32',
         else:
             cfg.model[k] = v
     cfg.model.dtype, cfg.model.param_dtype = dtype, param_dtype
+    if cfg.model.architecture == 'encoder_decoder':
+        # T5's vocabulary already holds its sentinels (<extra_id_0> = the last tokenizer id).
+        cfg.data.update(objective='span_corruption', extra_ids=0)
     cfg.data.seq_len = min(cfg.data.seq_len, cfg.model.max_seq_len)
     cfg.data.tokenizer.vocab_size = cfg.model.vocab_size  # from_hf points it at the run's copy
     return cfg
@@ -180,7 +213,18 @@ def hf_config(model: Any, base: dict[str, Any] | None = None,
     m = dict(model)
     family = infer_family(m)
     out = dict(base or {})
-    if family == 'gpt2':
+    if family == 't5':
+        out.update(architectures=['T5ForConditionalGeneration'], model_type='t5',
+                   vocab_size=m['vocab_size'], d_model=m['d_model'], d_kv=m['head_dim'],
+                   d_ff=m['mlp_dim'], num_layers=m['num_layers'],
+                   num_decoder_layers=m['num_layers'], num_heads=m['num_heads'],
+                   relative_attention_num_buckets=m['relative_buckets'],
+                   relative_attention_max_distance=m['relative_max_distance'],
+                   layer_norm_epsilon=m['norm_eps'], feed_forward_proj='gated-gelu',
+                   tie_word_embeddings=m['tie_embeddings'],
+                   scale_decoder_outputs=m['tie_embeddings'], is_encoder_decoder=True)
+        out.setdefault('decoder_start_token_id', 0)
+    elif family == 'gpt2':
         out.update(architectures=['GPT2LMHeadModel'], model_type='gpt2',
                    vocab_size=m['vocab_size'], n_layer=m['num_layers'], n_embd=m['d_model'],
                    n_head=m['num_heads'], n_inner=m['mlp_dim'], n_positions=m['max_seq_len'],
@@ -216,6 +260,13 @@ def hf_config(model: Any, base: dict[str, Any] | None = None,
 
 
 def infer_family(m: dict[str, Any]) -> str:
+    if m.get('architecture') == 'encoder_decoder':
+        if (m['norm'], m['mlp'], m['positions']) != ('rmsnorm', 'geglu', 't5_relative') \
+                or m['use_bias'] or m.get('qk_norm') or m['num_kv_heads'] != m['num_heads']:
+            raise ConversionError('an encoder-decoder is a T5.1.1 only with rmsnorm, geglu, '
+                                  't5_relative, no biases, no qk_norm and num_kv_heads == '
+                                  'num_heads')
+        return 't5'
     if m['positions'] == 'learned' and m['norm'] == 'layernorm' and m['mlp'] == 'gelu':
         if not m['use_bias'] or m['num_kv_heads'] != m['num_heads'] or m.get('qk_norm'):
             raise ConversionError('a learned-position GPT-2-style jaxlm model needs use_bias=True,'
@@ -324,9 +375,52 @@ def _specs_gpt2(m: dict[str, Any]) -> list[Spec]:
     return specs
 
 
+def _specs_t5(m: dict[str, Any]) -> list[Spec]:
+    d, h, dh, f, v = m['d_model'], m['num_heads'], m['head_dim'], m['mlp_dim'], m['vocab_size']
+
+    def attention(hf: str, path: Path) -> list[Spec]:
+        return [_linear_in(f'{hf}.{n}.weight', path + (name, 'kernel'), d, h, dh)
+                for n, name in (('q', 'query'), ('k', 'key'), ('v', 'value'))] + [
+            Spec(f'{hf}.o.weight', (path + ('out', 'kernel'),), (d, h * dh),
+                 lambda w: [w.T.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d).T,
+                 True)]
+
+    def mlp(hf: str, path: Path) -> list[Spec]:
+        return [Spec(f'{hf}.DenseReluDense.{n}.weight', (path + ('mlp', name, 'kernel'),),
+                     (f, d) if n != 'wo' else (d, f), lambda w: [w.T], lambda ws: ws[0].T, True)
+                for n, name in (('wi_0', 'gate'), ('wi_1', 'up'), ('wo', 'down'))]
+
+    def norm(hf: str, path: Path) -> Spec:
+        return _same(hf, path + ('scale',), (d,), True)
+
+    specs = [_same('shared.weight', ('token_embed', 'embedding'), (v, d))]
+    for stack in ('encoder', 'decoder'):
+        p, layers = f'{stack}.block.{{i}}.layer.', (stack, 'layers')
+        specs.append(_same(f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight',
+                           (stack, 'relative_bias', 'embedding'), (m['relative_buckets'], h)))
+        specs += attention(p + '0.SelfAttention', layers + ('attention',))
+        specs.append(norm(p + '0.layer_norm.weight', layers + ('attention_norm',)))
+        mlp_layer = '1'
+        if stack == 'decoder':
+            specs += attention(p + '1.EncDecAttention', layers + ('cross_attention',))
+            specs.append(norm(p + '1.layer_norm.weight', layers + ('cross_attention_norm',)))
+            mlp_layer = '2'
+        specs += mlp(p + mlp_layer, layers)
+        specs.append(norm(p + mlp_layer + '.layer_norm.weight', layers + ('mlp_norm',)))
+        specs.append(_same(f'{stack}.final_layer_norm.weight', (stack, 'final_norm', 'scale'),
+                           (d,)))
+    if not m['tie_embeddings']:
+        specs.append(Spec('lm_head.weight', (('lm_head',),), (v, d), lambda w: [w.T],
+                          lambda ws: ws[0].T))
+    return specs
+
+
 def tensor_specs(model: Any) -> list[Spec]:
     m = dict(model)
-    return _specs_gpt2(m) if infer_family(m) == 'gpt2' else _specs_llama(m)
+    family = infer_family(m)
+    if family == 't5':
+        return _specs_t5(m)
+    return _specs_gpt2(m) if family == 'gpt2' else _specs_llama(m)
 
 
 def hf_names(spec: Spec, num_layers: int) -> list[str]:
@@ -344,6 +438,7 @@ class SafetensorsFolder:
         from safetensors import safe_open  # noqa: PLC0415
 
         self._open = lambda f: safe_open(f, framework='numpy')
+        self.aliases: dict[str, str] = {}  # name -> stored name of a tied tensor
         index = os.path.join(directory, 'model.safetensors.index.json')
         single = os.path.join(directory, 'model.safetensors')
         if os.path.exists(index):
@@ -369,6 +464,8 @@ class SafetensorsFolder:
         the bare base model, e.g. the original gpt2 upload)."""
         if name in self.files:
             return name
+        if name in self.aliases:
+            return self.aliases[name]
         for prefix in ('transformer.', 'model.'):
             if name.startswith(prefix) and name[len(prefix):] in self.files:
                 return name[len(prefix):]
@@ -408,7 +505,7 @@ def _check_tensor_names(folder: SafetensorsFolder, specs: list[Spec], m: dict[st
                               f'{missing[:8]}')
     used = {folder.resolve(n) for n in expected}
     leftover = sorted(n for n in folder.names() - used
-                      if not n.endswith(_IGNORED_SUFFIXES)
+                      if not n.endswith(_IGNORED_SUFFIXES) and n not in _TIED_COPIES
                       and not (m['tie_embeddings'] and n == 'lm_head.weight'))
     if leftover:
         raise ConversionError(f'{len(leftover)} tensors have no jaxlm counterpart (unsupported '
@@ -424,6 +521,9 @@ def iter_hf_params(directory: str, model_cfg: Any,
     num_layers = m['num_layers']
     folder = SafetensorsFolder(directory)
     specs = tensor_specs(m)
+    if m.get('architecture') == 'encoder_decoder' and not m['tie_embeddings'] \
+            and folder.resolve('lm_head.weight') is None:
+        folder.aliases['lm_head.weight'] = 'shared.weight'  # transformers >= 5 stores one copy
     _check_tensor_names(folder, specs, m)
     for spec in specs:
         arrays: dict[Path, np.ndarray] = {}
@@ -452,8 +552,10 @@ def checked_params(leaves: Iterable[tuple[Path, Any]], model: Any,
     import jax  # noqa: PLC0415
     from flax import traverse_util  # noqa: PLC0415
 
-    expected = traverse_util.flatten_dict(jax.eval_shape(lambda: nn.unbox(model.init(
-        jax.random.key(0), jax.numpy.zeros((1, min(seq_len, 8)), jax.numpy.int32))['params'])))
+    tokens = jax.numpy.zeros((1, min(seq_len, 8)), jax.numpy.int32)
+    inputs = (tokens, tokens) if model.cfg.architecture == 'encoder_decoder' else (tokens,)
+    expected = traverse_util.flatten_dict(jax.eval_shape(
+        lambda: nn.unbox(model.init(jax.random.key(0), *inputs)['params'])))
     seen = set()
     for path, value in leaves:
         want = expected.get(tuple(path))

@@ -1,5 +1,7 @@
-"""Causal self-attention with grouped query heads (MHA / GQA / MQA), packed-segment masking,
-optional RoPE and QK-norm. Scores and softmax run in float32.
+"""Attention with grouped query heads (MHA / GQA / MQA), packed-segment masking, optional RoPE,
+QK-norm and an additive score bias (ALiBi, T5 relative positions). Causal self-attention by
+default; `causal=False` for an encoder, and keys/values from another sequence (`kv_BxTxD`) for
+cross-attention. Scores and softmax run in float32.
 
 With a KV cache (incremental decoding) the layer writes this call's keys and values into the
 cache at slot `index` (the same slot for every row) and attends over every cache slot; the mask
@@ -25,17 +27,28 @@ from jaxlm.sharding import constrain
 _MASKED = -1e30  # finite so fully masked rows (never produced by packing) cannot yield NaNs
 
 
-def attention_mask(segment_ids_BxL: jax.Array, sliding_window: int = 0) -> jax.Array:
-    """[B, 1, 1, Lq, Lk] boolean: causal, and only within the same packed document; with
-    `sliding_window` w > 0 also only the last w tokens (query index - key index < w)."""
+def attention_mask(segment_ids_BxL: jax.Array, sliding_window: int = 0,
+                   causal: bool = True) -> jax.Array:
+    """[B, 1, 1, Lq, Lk] boolean: only within the same packed document, and (`causal`) only
+    earlier keys; with `sliding_window` w > 0 also only the last w tokens (query index - key
+    index < w)."""
     length = segment_ids_BxL.shape[1]
     q_idx = jnp.arange(length)[:, None]
     k_idx = jnp.arange(length)[None, :]
-    causal = k_idx <= q_idx
+    allowed = k_idx <= q_idx if causal else jnp.ones((length, length), bool)
     if sliding_window > 0:
-        causal &= q_idx - k_idx < sliding_window
+        allowed &= q_idx - k_idx < sliding_window
     same_doc = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
-    return (causal[None] & same_doc)[:, None, None]
+    return (allowed[None] & same_doc)[:, None, None]
+
+
+def cross_attention_mask(query_segment_ids_BxS: jax.Array,
+                         key_segment_ids_BxT: jax.Array) -> jax.Array:
+    """[B, 1, 1, S, T] boolean: a decoder token sees the encoder tokens of its own packed
+    example and never encoder padding (segment id 0)."""
+    q = query_segment_ids_BxS[:, :, None]
+    k = key_segment_ids_BxT[:, None, :]
+    return ((q == k) & (k != 0))[:, None, None]
 
 
 def cached_attention_mask(query_positions_BxS: jax.Array, key_positions_BxT: jax.Array,
@@ -67,6 +80,8 @@ class Attention(nn.Module):
     rope_theta: float = 10000.0
     rope_scaling: RopeScaling | None = None
     sliding_window: int = 0  # 0 = full causal attention
+    causal: bool = True  # False: every key of the segment (an encoder)
+    scale_scores: bool = True  # False: T5, which folds 1/sqrt(head_dim) into initialisation
     qk_norm: bool = False
     norm_eps: float = 1e-6
     use_bias: bool = False
@@ -77,9 +92,13 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array, positions_BxL: jax.Array,
-                 deterministic: bool, cache: dict[str, jax.Array] | None = None
+                 deterministic: bool, cache: dict[str, jax.Array] | None = None,
+                 bias_BxHxSxT: jax.Array | None = None, kv_BxTxD: jax.Array | None = None,
+                 kv_segment_ids_BxT: jax.Array | None = None
                  ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
-        """Without `cache`: causal attention within packed segments; returns the output.
+        """Without `cache`: attention within packed segments; returns the output.
+        `bias_BxHxSxT` (batch may be 1) is added to the scores. With `kv_BxTxD` (and its
+        segment ids) keys and values come from that sequence: cross-attention, without RoPE.
 
         With `cache` = {'key', 'value': [B, T, K, Dh] this layer's cache; 'index': scalar slot
         of this call's first token; 'key_positions': [B, T] position held by each slot after
@@ -92,15 +111,16 @@ class Attention(nn.Module):
             use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
             param_dtype=self.param_dtype, name=name)
         q_BxLxHxDh = proj(h, 'heads', 'query')(x_BxLxD)
-        k_BxLxKxDh = proj(k, 'kv_heads', 'key')(x_BxLxD)
-        v_BxLxKxDh = proj(k, 'kv_heads', 'value')(x_BxLxD)
+        source_BxTxD = x_BxLxD if kv_BxTxD is None else kv_BxTxD
+        k_BxLxKxDh = proj(k, 'kv_heads', 'key')(source_BxTxD)
+        v_BxLxKxDh = proj(k, 'kv_heads', 'value')(source_BxTxD)
 
         if self.qk_norm:
             norm = lambda name: RMSNorm(self.norm_eps, scale_axis='head_dim',  # noqa: E731
                                         dtype=self.dtype, param_dtype=self.param_dtype, name=name)
             q_BxLxHxDh = norm('query_norm')(q_BxLxHxDh)
             k_BxLxKxDh = norm('key_norm')(k_BxLxKxDh)
-        if self.use_rope:
+        if self.use_rope and kv_BxTxD is None:
             q_BxLxHxDh = rope(q_BxLxHxDh, positions_BxL, self.rope_theta, self.rope_scaling)
             k_BxLxKxDh = rope(k_BxLxKxDh, positions_BxL, self.rope_theta, self.rope_scaling)
         q_BxLxHxDh = constrain(q_BxLxHxDh, ('batch', 'length', 'heads', 'head_dim'))
@@ -108,8 +128,10 @@ class Attention(nn.Module):
         v_BxLxKxDh = constrain(v_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
 
         new_cache = None
-        if cache is None:
-            mask = attention_mask(segment_ids_BxL, self.sliding_window)
+        if kv_BxTxD is not None:
+            mask = cross_attention_mask(segment_ids_BxL, kv_segment_ids_BxT)
+        elif cache is None:
+            mask = attention_mask(segment_ids_BxL, self.sliding_window, self.causal)
         else:  # keys/values become the whole cache: [B, T, K, Dh], T >= L
             k_BxLxKxDh = update_cache(cache['key'], k_BxLxKxDh, cache['index'])
             v_BxLxKxDh = update_cache(cache['value'], v_BxLxKxDh, cache['index'])
@@ -120,7 +142,12 @@ class Attention(nn.Module):
         b, length = q_BxLxHxDh.shape[:2]
         q_BxLxKxGxDh = q_BxLxHxDh.reshape(b, length, k, h // k, dh)
         scores_BxKxGxLxL = einsum_f32('blkgd,bskd->bkgls', q_BxLxKxGxDh, k_BxLxKxDh,
-                                      jnp.float32) * dh ** -0.5
+                                      jnp.float32)
+        if self.scale_scores:
+            scores_BxKxGxLxL = scores_BxKxGxLxL * dh ** -0.5
+        if bias_BxHxSxT is not None:
+            scores_BxKxGxLxL = scores_BxKxGxLxL + bias_BxHxSxT.reshape(
+                bias_BxHxSxT.shape[0], k, h // k, *bias_BxHxSxT.shape[2:])
         scores_BxKxGxLxL = jnp.where(mask, scores_BxKxGxLxL, _MASKED)
         probs = jax.nn.softmax(scores_BxKxGxLxL, axis=-1).astype(self.dtype)
         probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)

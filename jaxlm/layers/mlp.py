@@ -1,4 +1,4 @@
-"""Feed-forward blocks: GELU (GPT-2) and SwiGLU (LLaMA)."""
+"""Feed-forward blocks: GELU (GPT-2), SwiGLU (LLaMA) and gated GELU (T5.1.1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from jaxlm.sharding import constrain
 
 
 class MLP(nn.Module):
-    kind: str  # 'gelu' | 'swiglu'
+    kind: str  # 'gelu' | 'swiglu' | 'geglu'
     mlp_dim: int
     use_bias: bool = False
     dropout_rate: float = 0.0
@@ -25,10 +25,12 @@ class MLP(nn.Module):
             (feats,), axes, activation_name=f'mlp_{name}', use_bias=self.use_bias,
             init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
         d = x_BxLxD.shape[-1]
-        if self.kind == 'swiglu':
-            gate = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BxLxD)
+        if self.kind in ('swiglu', 'geglu'):
+            gate = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BxLxD).astype(jnp.float32)
             up = dense(self.mlp_dim, ('embed', 'mlp'), 'up')(x_BxLxD)
-            h_BxLxF = nn.silu(gate.astype(jnp.float32)).astype(self.dtype) * up
+            # T5.1.1's gated GELU uses the tanh approximation (transformers' gelu_new).
+            act = nn.silu(gate) if self.kind == 'swiglu' else nn.gelu(gate, approximate=True)
+            h_BxLxF = act.astype(self.dtype) * up
         elif self.kind == 'gelu':
             h = dense(self.mlp_dim, ('embed', 'mlp'), 'up')(x_BxLxD)
             h_BxLxF = nn.gelu(h.astype(jnp.float32), approximate=True).astype(self.dtype)

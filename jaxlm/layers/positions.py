@@ -1,11 +1,13 @@
-"""Position encodings: rotary (RoPE), with optional linear / Llama 3 frequency scaling, and the
-fixed sinusoidal table."""
+"""Position encodings: rotary (RoPE), with optional linear / Llama 3 frequency scaling, the fixed
+sinusoidal table, and the additive attention biases of ALiBi and T5 (relative position buckets)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +78,72 @@ def sinusoidal(positions_BxL: jax.Array, d_model: int, max_timescale: float = 1e
     angles = positions_BxL.astype(jnp.float32)[..., None] / max_timescale ** (2 * i / d_model)
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)
     return pe.reshape(*positions_BxL.shape, d_model)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Per-head slopes of ALiBi (Press et al. 2022): the geometric sequence 2^(-8/n * (h + 1))
+    for a power-of-two head count n; otherwise those of the next lower power of two followed by
+    every other slope of twice that count (the paper's reference code)."""
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+    closest = 2 ** math.floor(math.log2(num_heads))
+    slopes = power_of_two(closest)
+    if closest != num_heads:
+        slopes += power_of_two(2 * closest)[0::2][:num_heads - closest]
+    return np.asarray(slopes, np.float32)
+
+
+def alibi_bias(query_positions_BxS: jax.Array, key_positions_BxT: jax.Array,
+               num_heads: int) -> jax.Array:
+    """[B, H, S, T] additive attention bias -slope_h * |i - j|: linear in the distance."""
+    distance = jnp.abs(query_positions_BxS[:, :, None] - key_positions_BxT[:, None, :])
+    slopes = jnp.asarray(alibi_slopes(num_heads))
+    return -slopes[None, :, None, None] * distance[:, None].astype(jnp.float32)
+
+
+def relative_position_bucket(relative_position: jax.Array, bidirectional: bool,
+                             num_buckets: int, max_distance: int) -> jax.Array:
+    """T5's bucketing of key_position - query_position: half the buckets hold exact small
+    distances, the rest grow logarithmically up to `max_distance` (everything beyond shares the
+    last bucket). Bidirectional (encoder) spends half the buckets on each sign; causal (decoder)
+    puts all future offsets into bucket 0. Same arithmetic as transformers' T5Attention."""
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    log_ratio = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+                 / math.log(max_distance / max_exact))
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(is_small, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned relative position bias: one scalar per (bucket, head), computed once per
+    stack and added to every layer's attention scores."""
+
+    num_heads: int
+    bidirectional: bool
+    num_buckets: int = 32
+    max_distance: int = 128
+    init_std: float = 0.02
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, query_positions_BxS: jax.Array, key_positions_BxT: jax.Array
+                 ) -> jax.Array:
+        """[B, H, S, T] float32 bias from each token's position in its own segment."""
+        table = self.param('embedding', nn.with_logical_partitioning(
+            nn.initializers.normal(self.init_std), ('relpos_buckets', 'heads')),
+            (self.num_buckets, self.num_heads), self.param_dtype)
+        relative = key_positions_BxT[:, None, :] - query_positions_BxS[:, :, None]
+        buckets_BxSxT = relative_position_bucket(relative.astype(jnp.int32), self.bidirectional,
+                                                 self.num_buckets, self.max_distance)
+        bias_BxSxTxH = jnp.take(table.astype(jnp.float32), buckets_BxSxT, axis=0)
+        return jnp.transpose(bias_BxSxTxH, (0, 3, 1, 2))

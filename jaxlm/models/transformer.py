@@ -21,7 +21,7 @@ from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
-from jaxlm.layers.positions import RopeScaling, sinusoidal
+from jaxlm.layers.positions import RelativePositionBias, RopeScaling, alibi_bias, sinusoidal
 from jaxlm.sharding import constrain
 
 # Which activations of a block the backward pass keeps; the rest it recomputes. Matmul outputs
@@ -48,12 +48,15 @@ class TransformerConfig:
     head_dim: int
     mlp_dim: int
     max_seq_len: int
+    architecture: str = 'decoder'  # or 'encoder_decoder' (models/encoder_decoder.py)
     norm: str = 'rmsnorm'
     norm_eps: float = 1e-5
     mlp: str = 'swiglu'
     positions: str = 'rope'
     rope_theta: float = 10000.0
     rope_scaling: RopeScaling = RopeScaling()
+    relative_buckets: int = 32  # T5 relative position bias ('t5_relative')
+    relative_max_distance: int = 128
     sliding_window: int = 0  # > 0: each query sees only the last `sliding_window` tokens
     tie_embeddings: bool = False
     use_bias: bool = False
@@ -89,11 +92,13 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array | None,
-                 positions_BxL: jax.Array, cache_meta: dict[str, jax.Array] | None = None,
+                 positions_BxL: jax.Array, bias_BxHxSxT: jax.Array | None = None,
+                 cache_meta: dict[str, jax.Array] | None = None,
                  layer_cache: dict[str, jax.Array] | None = None
                  ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
         """Training: returns (x, None). Decoding (`layer_cache` = this layer's {'key', 'value'},
-        `cache_meta` = the slot index and positions shared by all layers): (x, new layer cache)."""
+        `cache_meta` = the slot index and positions shared by all layers): (x, new layer cache).
+        `bias_BxHxSxT`: the position bias shared by all layers (ALiBi, T5), or None."""
         c = self.cfg
         norm = lambda name: make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias,  # noqa: E731
                                       dtype=c.dtype, param_dtype=c.param_dtype, name=name)
@@ -106,16 +111,30 @@ class Block(nn.Module):
                               param_dtype=c.param_dtype, name='attention')
         new_cache = None
         if layer_cache is None:
-            h = attention(h, segment_ids_BxL, positions_BxL, self.deterministic)
+            h = attention(h, segment_ids_BxL, positions_BxL, self.deterministic,
+                          bias_BxHxSxT=bias_BxHxSxT)
         else:
             h, new_cache = attention(h, segment_ids_BxL, positions_BxL, self.deterministic,
-                                     cache={**layer_cache, **cache_meta})
+                                     cache={**layer_cache, **cache_meta},
+                                     bias_BxHxSxT=bias_BxHxSxT)
         x_BxLxD = constrain(x_BxLxD + h, ('batch', 'length', 'act_embed'))
         h = norm('mlp_norm')(x_BxLxD)
         h = MLP(c.mlp, c.mlp_dim, use_bias=c.use_bias, dropout_rate=c.dropout_rate,
                 init_std=c.init_std, dtype=c.dtype, param_dtype=c.param_dtype,
                 name='mlp')(h, self.deterministic)
         return constrain(x_BxLxD + h, ('batch', 'length', 'act_embed')), new_cache
+
+
+def scan_blocks(block: type[nn.Module], cfg: TransformerConfig,
+                in_axes: tuple[Any, ...]) -> type[nn.Module]:
+    """`num_layers` copies of `block` as one scanned module (parameters stacked on a leading
+    `layers` axis), with the configured remat policy: every stack of every model is built here,
+    so a stack is always a scan over identical blocks."""
+    if cfg.remat_policy != 'none':
+        block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+    return nn.scan(block, variable_axes={'params': 0},
+                   split_rngs={'params': True, 'dropout': True}, in_axes=in_axes,
+                   length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
 
 
 # Logical axes of the decoding cache (`init_cache`): keys/values shard like activations.
@@ -182,25 +201,31 @@ class Transformer(nn.Module):
             x_BxLxD = x_BxLxD + sinusoidal(positions_BxL, c.d_model).astype(c.dtype)
         x_BxLxD = nn.Dropout(c.dropout_rate)(x_BxLxD, deterministic=deterministic)
         x_BxLxD = constrain(x_BxLxD, ('batch', 'length', 'act_embed'))
-
-        block = Block
-        if c.remat_policy != 'none':
-            block = nn.remat(Block, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
+        # Score biases depend on (query, key) positions only, so they are computed once here.
         if cache is None:
-            stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
-                                                                             'dropout': True},
-                            in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
-                            metadata_params={nn.PARTITION_NAME: 'layers'})
+            query_positions, key_positions = positions_BxL, positions_BxL
+        else:
+            query_positions, key_positions = positions_BxL, cache_meta['key_positions']
+        bias = None
+        if c.positions == 'alibi':
+            bias = alibi_bias(query_positions, key_positions, c.num_heads)
+        elif c.positions == 't5_relative':
+            bias = RelativePositionBias(c.num_heads, bidirectional=False,
+                                        num_buckets=c.relative_buckets,
+                                        max_distance=c.relative_max_distance,
+                                        init_std=c.init_std, param_dtype=c.param_dtype,
+                                        name='relative_bias')(query_positions, key_positions)
+
+        if cache is None:
+            stack = scan_blocks(Block, c, (nn.broadcast,) * 3)
             x_BxLxD, _ = stack(c, deterministic, name='layers')(x_BxLxD, segment_ids_BxL,
-                                                                positions_BxL)
+                                                                positions_BxL, bias)
         else:  # the same parameters; each layer's cache slice is scanned over with them
-            stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
-                                                                             'dropout': True},
-                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                            length=c.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
+            stack = scan_blocks(Block, c, (nn.broadcast,) * 4 + (0,))
             layer_cache = {k: constrain(cache[k], CACHE_LOGICAL_AXES[k]) for k in ('key', 'value')}
             x_BxLxD, new_kv = stack(c, True, name='layers')(x_BxLxD, segment_ids_BxL,
-                                                            positions_BxL, cache_meta, layer_cache)
+                                                            positions_BxL, bias, cache_meta,
+                                                            layer_cache)
             cache = {**{k: constrain(v, CACHE_LOGICAL_AXES[k]) for k, v in new_kv.items()},
                      'positions': cache_meta['key_positions'],
                      'index': cache['index'] + tokens_BxL.shape[1]}
@@ -209,15 +234,24 @@ class Transformer(nn.Module):
 
         x_BxLxD = make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias, dtype=c.dtype,
                             param_dtype=c.param_dtype, name='final_norm')(x_BxLxD)
-        if c.tie_embeddings:
-            logits = embed.attend(x_BxLxD)
-        else:
-            kernel = self.param('lm_head', nn.with_logical_partitioning(
-                nn.initializers.normal(c.init_std), ('embed', 'vocab')),
-                (c.d_model, c.vocab_size), c.param_dtype)
-            logits = einsum_f32('bld,dv->blv', x_BxLxD, kernel.astype(c.dtype), jnp.float32)
-        logits = constrain(logits, ('batch', 'length', 'vocab'))
+        logits = output_logits(self, x_BxLxD, embed)
         return logits if cache is None else (logits, cache)
+
+
+def output_logits(model: nn.Module, x_BxLxD: jax.Array, embed: Embed,
+                  tied_scale: float = 1.0) -> jax.Array:
+    """Float32 logits from the final hidden states: against the token embedding (scaled by
+    `tied_scale`) when `tie_embeddings`, else through `model`'s own `lm_head` kernel. Call it
+    inside `model`'s compact `__call__`."""
+    c = model.cfg
+    if c.tie_embeddings:
+        logits = embed.attend(x_BxLxD * tied_scale)
+    else:
+        kernel = model.param('lm_head', nn.with_logical_partitioning(
+            nn.initializers.normal(c.init_std), ('embed', 'vocab')),
+            (c.d_model, c.vocab_size), c.param_dtype)
+        logits = einsum_f32('bld,dv->blv', x_BxLxD, kernel.astype(c.dtype), jnp.float32)
+    return constrain(logits, ('batch', 'length', 'vocab'))
 
 
 def count_params(cfg: TransformerConfig) -> int:
@@ -229,12 +263,14 @@ def count_params(cfg: TransformerConfig) -> int:
     attn = d * dh * (h + 2 * k) + h * dh * d + (bias * (dh * (h + 2 * k) + d))
     if cfg.qk_norm:
         attn += 2 * dh
-    n_in = 2 if cfg.mlp == 'swiglu' else 1
+    n_in = 1 if cfg.mlp == 'gelu' else 2  # gated MLPs have two input kernels
     mlp = n_in * d * f + f * d + bias * (n_in * f + d)
     per_layer = attn + mlp + 2 * norm
     total = cfg.num_layers * per_layer + v * d + norm
     if cfg.positions == 'learned':
         total += cfg.max_seq_len * d
+    if cfg.positions == 't5_relative':
+        total += cfg.relative_buckets * h
     if not cfg.tie_embeddings:
         total += d * v
     return total
@@ -245,6 +281,6 @@ def matmul_params(cfg: TransformerConfig) -> int:
     input embedding is a gather). This is the N of the 6N FLOPs-per-token rule."""
     d, h, k, dh, f, v = (cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim,
                          cfg.vocab_size)
-    n_in = 2 if cfg.mlp == 'swiglu' else 1
+    n_in = 1 if cfg.mlp == 'gelu' else 2  # gated MLPs have two input kernels
     per_layer = d * dh * (h + 2 * k) + h * dh * d + n_in * d * f + f * d
     return cfg.num_layers * per_layer + d * v

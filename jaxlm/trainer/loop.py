@@ -13,7 +13,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -22,7 +21,10 @@ from jax.sharding import Mesh, NamedSharding
 from jaxlm import config as config_lib
 from jaxlm import sharding
 from jaxlm.data import shards
-from jaxlm.data.grain_pipeline import build_pipeline
+from jaxlm.data.grain_pipeline import DataPipeline, build_pipeline
+from jaxlm.data.span_corruption import build_span_corruption_pipeline
+from jaxlm.models import encoder_decoder
+from jaxlm.models.encoder_decoder import EncoderDecoder
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.checkpoint import Checkpointer, restore_params, split_checkpoint_path
@@ -38,11 +40,54 @@ from jaxlm.trainer.state import (
 from jaxlm.trainer.step import make_eval_step, make_train_step
 
 BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'loss_mask')
+# An encoder-decoder batch adds the encoder's tokens and packing layout ([batch, inputs_len]);
+# the decoder fields above hold the (shifted) targets.
+ENCODER_BATCH_KEYS = ('encoder_inputs', 'encoder_segment_ids', 'encoder_positions')
 TOKENIZER_FILE = 'tokenizer.model'
 
 
-def build_model(cfg: ml_collections.ConfigDict) -> Transformer:
-    return Transformer(TransformerConfig.from_config(cfg.model))
+def build_model(cfg: ml_collections.ConfigDict) -> Transformer | EncoderDecoder:
+    model_cfg = TransformerConfig.from_config(cfg.model)
+    if model_cfg.architecture == 'encoder_decoder':
+        return EncoderDecoder(model_cfg)
+    return Transformer(model_cfg)
+
+
+def batch_shapes(cfg: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, int], Any]]:
+    """Global shape and dtype of every batch field the configured model reads."""
+    b, d = cfg.data.global_batch_size, cfg.data
+    shapes = {k: ((b, d.seq_len), np.float32 if k == 'loss_mask' else np.int32)
+              for k in BATCH_KEYS}
+    if cfg.model.architecture == 'encoder_decoder':
+        shapes.update({k: ((b, d.inputs_len), np.int32) for k in ENCODER_BATCH_KEYS})
+    return shapes
+
+
+def build_data(cfg: ml_collections.ConfigDict, process_index: int,
+               process_count: int) -> DataPipeline:
+    """The configured source and objective; every one yields `batch_shapes(cfg)`."""
+    d = cfg.data
+    if d.source == 'seqio':
+        from jaxlm.data.seqio_tasks import build_seqio_pipeline  # noqa: PLC0415 (TF is slow)
+
+        return build_seqio_pipeline(cfg, process_index=process_index,
+                                    process_count=process_count)
+    if d.objective == 'span_corruption':
+        return build_span_corruption_pipeline(d, seed=cfg.seed, process_index=process_index,
+                                              process_count=process_count)
+    return build_pipeline(d, seed=cfg.seed, process_index=process_index,
+                          process_count=process_count)
+
+
+def model_size_and_flops(cfg: ml_collections.ConfigDict,
+                         model_cfg: TransformerConfig) -> tuple[int, float]:
+    """(parameters, training FLOPs per step) of the configured model."""
+    d = cfg.data
+    if model_cfg.architecture == 'encoder_decoder':
+        return (encoder_decoder.count_params(model_cfg), d.global_batch_size
+                * encoder_decoder.flops_per_example(model_cfg, d.inputs_len, d.seq_len))
+    return (count_params(model_cfg),
+            metrics_lib.flops_per_token(model_cfg, d.seq_len) * d.global_batch_size * d.seq_len)
 
 
 @dataclasses.dataclass
@@ -73,9 +118,8 @@ def compile_training(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Devic
         state_sh = state_shardings(model, tx, mesh, rules, seq_len)
         batch_sh = sharding.batch_sharding(mesh, rules)
         abstract = with_shardings(abstract_state(model, tx, seq_len), state_sh)
-        abstract_batch = {k: jax.ShapeDtypeStruct(
-            (cfg.data.global_batch_size, seq_len), jnp.float32 if k == 'loss_mask' else jnp.int32,
-            sharding=batch_sh) for k in BATCH_KEYS}
+        abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sh)
+                          for k, (shape, dtype) in batch_shapes(cfg).items()}
         t0 = time.perf_counter()
         step_fn = make_train_step(model, tx, make_schedule(cfg.optimizer), cfg.optimizer,
                                   deterministic=cfg.model.dropout_rate == 0.0)
@@ -124,8 +168,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
     if is_main:
         os.makedirs(workdir, exist_ok=True)
 
-    data = build_pipeline(cfg.data, seed=cfg.seed, process_index=jax.process_index(),
-                          process_count=jax.process_count())
+    data = build_data(cfg, jax.process_index(), jax.process_count())
     config_lib.check_vocab(cfg, data.tokenizer.vocab_size)
     if is_main:
         with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -164,11 +207,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         writer.truncate_after(start_step)
         eval_step = jax.jit(make_eval_step(model), in_shardings=(state_sh['params'], batch_sh))
 
-        num_params = count_params(model_cfg)
+        num_params, flops_per_step = model_size_and_flops(cfg, model_cfg)
         mem = metrics_lib.memory_summary(train_step)
         peak, peak_source = metrics_lib.peak_flops(devices, model_cfg.dtype)
-        tokens_per_step = cfg.data.global_batch_size * seq_len
-        flops_per_step = metrics_lib.flops_per_token(model_cfg, seq_len) * tokens_per_step
+        tokens_per_step = cfg.data.global_batch_size * seq_len  # decoder (target) tokens
         _say(f'mesh: {sharding.describe_mesh(mesh)}')
         _say(f'model: {num_params:,} parameters; {flops_per_step / 1e12:.4f} TFLOP per step '
              f'({tokens_per_step} tokens)')

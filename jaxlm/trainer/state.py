@@ -23,7 +23,9 @@ State = dict[str, Any]
 
 def _init_boxed_params(model: nn.Module, key: jax.Array, seq_len: int) -> Any:
     tokens = jnp.zeros((1, seq_len), jnp.int32)
-    return model.init({'params': key}, tokens)['params']
+    # The encoder-decoder reads encoder and decoder tokens; no parameter shape depends on them.
+    inputs = (tokens, tokens) if model.cfg.architecture == 'encoder_decoder' else (tokens,)
+    return model.init({'params': key}, *inputs)['params']
 
 
 def param_logical_specs(model: nn.Module, seq_len: int) -> Any:

@@ -17,11 +17,22 @@ from jaxlm.trainer.state import State
 Batch = dict[str, jax.Array]
 
 
+def _logits(model: nn.Module, params: Any, batch: Batch, dropout_key: jax.Array,
+            deterministic: bool) -> jax.Array:
+    """The decoder's logits; an encoder-decoder batch also carries the encoder's fields."""
+    rngs = {'dropout': dropout_key}
+    if 'encoder_inputs' in batch:
+        return model.apply({'params': params}, batch['encoder_inputs'], batch['inputs'],
+                           batch['encoder_segment_ids'], batch['segment_ids'],
+                           batch['encoder_positions'], batch['positions'],
+                           deterministic=deterministic, rngs=rngs)
+    return model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
+                       batch['positions'], deterministic=deterministic, rngs=rngs)
+
+
 def _loss_sums(model: nn.Module, params: Any, batch: Batch, dropout_key: jax.Array,
                z_loss_weight: float, deterministic: bool) -> tuple[jax.Array, tuple]:
-    logits = model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
-                         batch['positions'], deterministic=deterministic,
-                         rngs={'dropout': dropout_key})
+    logits = _logits(model, params, batch, dropout_key, deterministic)
     loss_sum, z_sum, weight_sum = cross_entropy_sums(logits, batch['targets'], batch['loss_mask'],
                                                      z_loss_weight)
     return loss_sum, (z_sum, weight_sum)

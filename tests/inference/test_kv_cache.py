@@ -41,6 +41,8 @@ CONFIGS = {
     'mqa': dict(num_kv_heads=1, qk_norm=True),
     'gpt2_learned': dict(num_kv_heads=4, positions='learned', norm='layernorm', mlp='gelu',
                          use_bias=True, tie_embeddings=True),
+    # A score bias (T5; ALiBi takes the same path) computed from the cached positions.
+    't5_relative': dict(positions='t5_relative', mlp='geglu'),
 }
 
 
