@@ -161,6 +161,25 @@ def _pack_and_batch(
     return ds.batch(batch_size, drop_remainder=True).map(_to_model_batch)
 
 
+def _train_shard(
+    source: _ChunkSource, shard: int, num_shards: int, seq_len: int, batch: int, seed: int
+) -> grain.IterDataset:
+    # Distinct seed per shard: slices are disjoint anyway, but independent orders
+    # avoid correlated batches across hosts.
+    shuffle_seed = int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
+    ds = (
+        grain.MapDataset.source(source)[shard::num_shards]
+        .shuffle(seed=shuffle_seed)
+        .repeat(None)  # each epoch is reshuffled
+        .to_iter_dataset()
+    )
+    return _pack_and_batch(ds, seq_len, batch, seed=shuffle_seed, shuffle_bins=True)
+
+
+def _concat_rows(batches: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
 def build_pipeline(
     data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1
 ) -> DataPipeline:
@@ -175,26 +194,32 @@ def build_pipeline(
             f"data.global_batch_size {global_batch} must be a positive multiple of "
             f"the process count {process_count}"
         )
-    batch = global_batch // process_count
+    # The train stream is `num_shards` disjoint shards, each shuffled and packed on its own; the
+    # global batch is their rows in shard order. Each process reads only its own shards, so the
+    # global batches depend on num_shards but not on the process count (0: one per process).
+    num_shards = getattr(data_cfg, "num_shards", 0) or process_count
+    if num_shards % process_count or global_batch % num_shards:
+        raise ValueError(
+            f"data.num_shards {num_shards} must be a multiple of the process count "
+            f"{process_count} and divide data.global_batch_size {global_batch}"
+        )
+    shards_per_process = num_shards // process_count
 
     train_docs, eval_docs, stats = load_documents(data_cfg)
     tokenizer = _make_tokenizer(data_cfg, lambda: train_docs)
     train_src, stats["train_tokens"] = _chunk(train_docs, tokenizer, seq_len)
     eval_src, stats["eval_tokens"] = _chunk(eval_docs, tokenizer, seq_len)
     stats["train_chunks"], stats["eval_chunks"] = len(train_src), len(eval_src)
-    if len(train_src) < process_count or not len(eval_src):
-        raise ValueError(f"too few chunks for {process_count} process(es): {stats}")
+    if len(train_src) < num_shards or not len(eval_src):
+        raise ValueError(f"too few chunks for {num_shards} data shard(s): {stats}")
 
-    # Distinct seed per process: slices are disjoint anyway, but independent orders
-    # avoid correlated batches across hosts.
-    shuffle_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-    train = (
-        grain.MapDataset.source(train_src)[process_index::process_count]
-        .shuffle(seed=shuffle_seed)
-        .repeat(None)  # each epoch is reshuffled
-        .to_iter_dataset()
-    )
-    train = _pack_and_batch(train, seq_len, batch, seed=shuffle_seed, shuffle_bins=True)
+    shards = [
+        _train_shard(train_src, shard, num_shards, seq_len, global_batch // num_shards, seed)
+        for shard in range(process_index * shards_per_process,
+                           (process_index + 1) * shards_per_process)
+    ]
+    train = shards[0] if len(shards) == 1 else grain.experimental.ZipIterDataset(shards).map(
+        _concat_rows)
     if data_cfg.num_workers > 0:
         # grain reads absl flags when starting workers; outside absl.app.run (tests,
         # notebooks) they are unparsed, so fall back to their defaults.

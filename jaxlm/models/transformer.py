@@ -21,6 +21,7 @@ from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
+from jaxlm.layers.pipeline import LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RopeScaling, sinusoidal
 from jaxlm.sharding import constrain
 
@@ -139,6 +140,8 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int) -> dict[str, jax
 
 class Transformer(nn.Module):
     cfg: TransformerConfig
+    # Training-time layer schedule (mesh.stage > 1); decoding always runs the layers in sequence.
+    pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
     def __call__(self, tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None = None,
@@ -187,12 +190,8 @@ class Transformer(nn.Module):
         if c.remat_policy != 'none':
             block = nn.remat(Block, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
         if cache is None:
-            stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
-                                                                             'dropout': True},
-                            in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers,
-                            metadata_params={nn.PARTITION_NAME: 'layers'})
-            x_BxLxD, _ = stack(c, deterministic, name='layers')(x_BxLxD, segment_ids_BxL,
-                                                                positions_BxL)
+            x_BxLxD = LayerStack(block, (c, deterministic), c.num_layers, self.pipeline,
+                                 name='layers')(x_BxLxD, segment_ids_BxL, positions_BxL)
         else:  # the same parameters; each layer's cache slice is scanned over with them
             stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True,
                                                                              'dropout': True},

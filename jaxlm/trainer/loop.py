@@ -22,6 +22,8 @@ from jax.sharding import Mesh, NamedSharding
 from jaxlm import config as config_lib
 from jaxlm import sharding
 from jaxlm.data.grain_pipeline import build_pipeline
+from jaxlm.distributed import describe_processes
+from jaxlm.layers.pipeline import PipelineSchedule
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.checkpoint import Checkpointer, restore_params, split_checkpoint_path
@@ -40,8 +42,14 @@ BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'loss_mask')
 TOKENIZER_FILE = 'tokenizer.model'
 
 
-def build_model(cfg: ml_collections.ConfigDict) -> Transformer:
-    return Transformer(TransformerConfig.from_config(cfg.model))
+def build_model(cfg: ml_collections.ConfigDict,
+                mesh_shape: dict[str, int] | None = None) -> Transformer:
+    """The model; pipelined over the `stage` axis of `mesh_shape` (training) when it is > 1."""
+    schedule = PipelineSchedule()
+    if mesh_shape is not None and mesh_shape['stage'] > 1:
+        schedule = PipelineSchedule(mesh_shape['stage'], cfg.pipeline.num_microbatches,
+                                    cfg.pipeline.num_repeats)
+    return Transformer(TransformerConfig.from_config(cfg.model), schedule)
 
 
 @dataclasses.dataclass
@@ -64,7 +72,7 @@ def compile_training(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Devic
     nothing: also what benchmarks/aot_memory.py uses to size a 7B run on a simulated mesh."""
     rules = config_lib.rules_as_tuples(cfg.logical_axis_rules)
     mesh = sharding.make_mesh(mesh_shape, devices)
-    model = build_model(cfg)
+    model = build_model(cfg, mesh_shape)
     tx = make_optimizer(cfg.optimizer)
     seq_len = cfg.data.seq_len
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -167,6 +175,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         tokens_per_step = cfg.data.global_batch_size * seq_len
         flops_per_step = metrics_lib.flops_per_token(model_cfg, seq_len) * tokens_per_step
         _say(f'mesh: {sharding.describe_mesh(mesh)}')
+        _say(describe_processes(mesh))
+        if model.pipeline.enabled:
+            _say(model.pipeline.describe(model_cfg.num_layers))
         _say(f'model: {num_params:,} parameters; {flops_per_step / 1e12:.4f} TFLOP per step '
              f'({tokens_per_step} tokens)')
         _say('compiled train step in {:.1f}s; memory per device: {}'.format(
