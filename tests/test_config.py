@@ -58,8 +58,8 @@ def test_vocab_smaller_than_tokenizer():
 
 
 def test_mesh_minus_one_takes_the_rest():
-    assert resolve_mesh_shape(dict(data=2, fsdp=-1, tensor=2), 8) == dict(data=2, fsdp=2,
-                                                                          tensor=2)
+    assert resolve_mesh_shape(dict(data=2, fsdp=-1, tensor=2), 8) == dict(data=2, stage=1,
+                                                                          fsdp=2, tensor=2)
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)

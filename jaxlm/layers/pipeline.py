@@ -121,8 +121,9 @@ def run_pipeline(apply_layer: Callable[..., jax.Array], stacked_params: Any, x: 
 
     if repeats > 1:
         # The weights of this tick's repeat are a slice that autodiff would keep for every tick
-        # (7B, 4 stages x FSDP 4, 2 repeats: +18 GiB per device); rematerialising the stage
-        # keeps only its input, at the cost of one more forward pass of the stage.
+        # (7B, 4 stages x FSDP 4, 2 repeats: 26.7 instead of 9.1 GiB of temporaries);
+        # rematerialising the stage keeps only its input, for one more forward pass of it. With
+        # R = 1 the weights are loop-invariant and nothing is copied.
         run_stage = jax.checkpoint(run_stage, policy=jax.checkpoint_policies.nothing_saveable)
 
     stages_fn = jax.vmap(run_stage, in_axes=(1, 0, 0) + (0,) * len(side_mb),
