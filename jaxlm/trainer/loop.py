@@ -216,7 +216,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
                 _say(f'eval  {step:>6}/{total} | eval_loss {last_eval["eval_loss"]:.4f} | '
                      f'perplexity {last_eval["eval_perplexity"]:.2f}')
                 if eval_hook is not None:
-                    tasks = eval_hook(step, model, state['params'], data.tokenizer)
+                    # Task batches are not split into pipeline microbatches: same parameters,
+                    # layers in sequence.
+                    tasks = eval_hook(step, build_model(cfg), state['params'], data.tokenizer)
                     _say(f'tasks {step:>6}/{total} | ' + ' | '.join(
                         f'{k} {v:.4f}' for k, v in tasks.items()))
                     last_eval = {**last_eval, **tasks}
