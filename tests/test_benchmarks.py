@@ -39,3 +39,10 @@ def test_decode_throughput_with_and_without_cache(tmp_path):
                         '--lengths', '32', '--runs', '1', '--nocache_steps', '4'], tmp_path)
     assert '| 2 | 32 | 16 + 16 |' in stdout
     assert out['rows'][0]['cache_tok_s'] > 0 and out['rows'][0]['nocache_tok_s'] > 0
+
+
+def test_pipeline_bubble_prints_measured_beside_predicted(tmp_path):
+    stdout, out = _run(['benchmarks/pipeline_bubble.py', '--microbatches', '4', '--steps', '1',
+                        '--batch', '8', '--seq_len', '32'], tmp_path)
+    assert '| 4 | 0.429 |' in stdout
+    assert out['rows'][0]['step_s'] > 0 and out['no_pipeline_s'] > 0
