@@ -14,7 +14,9 @@ from typing import Any
 
 import ml_collections
 
-MESH_AXES = ('data', 'fsdp', 'tensor')
+# 'stage' (pipeline parallelism) sits outside fsdp/tensor so stage neighbours can be hosts apart:
+# one activation per microbatch crosses it, while fsdp/tensor collectives move every weight.
+MESH_AXES = ('data', 'stage', 'fsdp', 'tensor')
 
 # Logical axis name -> mesh axes. Parameters use `embed`; activations use `act_embed` so that FSDP
 # shards weights on the model dimension while activations stay batch-sharded (the same mesh axis
@@ -30,6 +32,7 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ('mlp', 'tensor'),
     ('vocab', 'tensor'),
     ('layers', None),
+    ('stage', 'stage'),  # the layer stack of a pipelined model (jaxlm/layers/pipeline.py)
     ('norm', None),
     ('relpos_buckets', None),
 )
@@ -63,7 +66,12 @@ def default_config() -> ml_collections.ConfigDict:
     # state starts fresh. Ignored once the workdir has its own checkpoints (resume wins).
     c.init_params_from = ''
 
-    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, stage=1, fsdp=-1, tensor=1))
+    # Pipeline parallelism, used when mesh.stage > 1: the batch of each step (each gradient
+    # accumulation microbatch) is split into `num_microbatches`; with `num_repeats` > 1 each stage
+    # holds that many non-adjacent layer groups (circular schedule). Bubble fraction:
+    # (stage - 1) / (num_repeats * num_microbatches + stage - 1).
+    c.pipeline = ml_collections.ConfigDict(dict(num_microbatches=1, num_repeats=1))
     c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
 
     m = c.model = ml_collections.ConfigDict()
@@ -124,6 +132,9 @@ def default_config() -> ml_collections.ConfigDict:
     d.eval_fraction = 0.05
     d.num_eval_batches = 4
     d.num_workers = 0
+    # Disjoint train shards, each shuffled and packed alone; processes read only their own. The
+    # batches depend on this, not on the process count (0 = one shard per process).
+    d.num_shards = 0
     d.tokenizer = ml_collections.ConfigDict(dict(kind='sentencepiece', vocab_size=512, path=''))
 
     # Benchmark tasks (jaxlm.evaluation) run at every eval step beside eval_loss; '' = none.
@@ -166,7 +177,7 @@ def _check_known_keys(cfg: Any, ref: Any, prefix: str) -> None:
 
 def resolve_mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
     """Sizes of the mesh axes, with one `-1` taking the remaining devices."""
-    sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
+    sizes = {a: int(mesh_cfg.get(a, 1)) for a in MESH_AXES}  # runs saved before 'stage' existed
     free = [a for a, s in sizes.items() if s == -1]
     if len(free) > 1:
         raise ConfigError(f'only one of `mesh.{{{",".join(MESH_AXES)}}}` may be -1, got {sizes}')
@@ -223,6 +234,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
         'model.relative_buckets': m.relative_buckets,
         'model.relative_max_distance': m.relative_max_distance,
         'data.inputs_len': d.inputs_len, 'data.extra_ids': d.extra_ids,
+        'pipeline.num_microbatches': cfg.pipeline.num_microbatches,
+        'pipeline.num_repeats': cfg.pipeline.num_repeats,
     }
     for field, value in positive.items():
         if not isinstance(value, int) or value <= 0:
@@ -256,6 +269,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     if d.source == 'shards' and not d.shards_dir:
         raise ConfigError("`data.shards_dir` must name a shards directory when `data.source` is "
                           "'shards'")
+    if not isinstance(d.num_shards, int) or d.num_shards < 0:
+        raise ConfigError(f'`data.num_shards` must be a non-negative integer, got {d.num_shards!r}')
     if not 0.0 < d.eval_fraction < 1.0:
         raise ConfigError(f'`data.eval_fraction` must be in (0, 1), got {d.eval_fraction}')
     if not 0 <= o.warmup_steps <= o.decay_steps:
@@ -277,6 +292,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
             f'`data.global_batch_size` ({d.global_batch_size}) must split into '
             f'`optimizer.grad_accum_steps` ({o.grad_accum_steps}) microbatches each divisible by '
             f'the data-parallel size {batch_shards}')
+    _check_pipeline(cfg, mesh['stage'], micro // batch_shards)
     _check_rules(cfg.logical_axis_rules)
     return mesh
 
@@ -316,6 +332,34 @@ def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
     if enc_dec and d.inputs_len > m.max_seq_len:
         raise ConfigError(
             f'`data.inputs_len` ({d.inputs_len}) exceeds `model.max_seq_len` ({m.max_seq_len})')
+
+
+def _check_pipeline(cfg: ml_collections.ConfigDict, stages: int, rows_per_shard: int) -> None:
+    """The layer stack must split evenly into stages x repeats, and each (accumulation) batch into
+    pipeline microbatches that still span every data-parallel shard."""
+    p, layers = cfg.pipeline, cfg.model.num_layers
+    if stages == 1:
+        return
+    if cfg.model.architecture != 'decoder':
+        raise ConfigError('pipeline parallelism (mesh.stage > 1) is implemented for '
+                          "`model.architecture` = 'decoder' only")
+    if layers % (stages * p.num_repeats):
+        raise ConfigError(
+            f'`model.num_layers` ({layers}) must be divisible by mesh.stage x '
+            f'pipeline.num_repeats = {stages} x {p.num_repeats} for pipeline parallelism')
+    if rows_per_shard % p.num_microbatches:
+        raise ConfigError(
+            f'`pipeline.num_microbatches` ({p.num_microbatches}) must divide the rows of each '
+            f'data-parallel shard ({rows_per_shard} = data.global_batch_size / '
+            'optimizer.grad_accum_steps / (mesh.data*mesh.fsdp))')
+    if p.num_repeats > 1 and p.num_microbatches < stages:
+        raise ConfigError(
+            f'`pipeline.num_microbatches` ({p.num_microbatches}) must be >= mesh.stage ({stages}) '
+            'with pipeline.num_repeats > 1: a microbatch leaving the last stage re-enters the '
+            'first')
+    if cfg.model.dropout_rate:
+        raise ConfigError(
+            '`model.dropout_rate` must be 0 with pipeline parallelism (mesh.stage > 1)')
 
 
 def _check_rules(rules: Sequence[Any]) -> None:

@@ -22,9 +22,10 @@ Rules = Sequence[tuple[str, Any]]
 
 
 def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh with Auto axes: Linen's logical constraints assert under the Explicit default."""
+    """A mesh with Auto axes: Linen's logical constraints assert under the Explicit default.
+    Axes missing from `shape` have size 1."""
     devices = list(jax.devices() if devices is None else devices)
-    dims = tuple(shape[a] for a in MESH_AXES)
+    dims = tuple(shape.get(a, 1) for a in MESH_AXES)
     if len(devices) == int(np.prod(dims)) == len(jax.devices()):
         return jax.make_mesh(dims, MESH_AXES, axis_types=(AxisType.Auto,) * len(dims))
     # A subset of devices (tests compare a 1-device run against 8 in one process).

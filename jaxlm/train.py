@@ -1,5 +1,8 @@
 """Train a model: python -m jaxlm.train --config experiments/tiny.py --workdir DIR [--config.x=y].
 
+Multi-host: start the same command on every host (SLURM and TPU pods are detected), or add
+`--coordinator_address=host:port --num_processes=N --process_id=i`; the workdir must be shared.
+
 Running the same command again on the same workdir resumes from its latest checkpoint; raising
 `--config.num_train_steps` continues the same run.
 """
@@ -16,6 +19,11 @@ from jaxlm.config import ConfigError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (get_config).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: config, metrics, checkpoints.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'Multi-host: host:port of process 0 (else from the environment: '
+    'JAX_COORDINATOR_ADDRESS, SLURM or a TPU pod; see jaxlm/distributed.py).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -25,7 +33,7 @@ def main(argv: list[str]) -> None:
     for name in ('absl', 'jax._src.xla_bridge'):  # backend probing noise on CPU hosts
         logging.getLogger(name).setLevel(logging.WARNING)
     from jaxlm.distributed import maybe_initialize  # noqa: PLC0415 (before any JAX backend use)
-    maybe_initialize()
+    maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from jaxlm.trainer.loop import train  # noqa: PLC0415
 
     cfg, hook = _CONFIG.value, None

@@ -55,3 +55,10 @@ def test_tokenizer_training_and_encoding(tmp_path, shared_data_dir):
                        tmp_path)
     assert set(out['kinds']) == {'sentencepiece', 'hf_bpe'}
     assert all(row['encode_mb_per_s'] > 0 for row in out['kinds'].values())
+
+
+def test_pipeline_bubble_prints_measured_beside_predicted(tmp_path):
+    stdout, out = _run(['benchmarks/pipeline_bubble.py', '--microbatches', '4', '--steps', '1',
+                        '--batch', '8', '--seq_len', '32'], tmp_path)
+    assert '| 4 | 0.429 |' in stdout
+    assert out['rows'][0]['step_s'] > 0 and out['no_pipeline_s'] > 0

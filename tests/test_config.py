@@ -91,8 +91,8 @@ def test_jaxlm_imports_without_seqio():
 
 
 def test_mesh_minus_one_takes_the_rest():
-    assert resolve_mesh_shape(dict(data=2, fsdp=-1, tensor=2), 8) == dict(data=2, fsdp=2,
-                                                                          tensor=2)
+    assert resolve_mesh_shape(dict(data=2, fsdp=-1, tensor=2), 8) == dict(data=2, stage=1,
+                                                                          fsdp=2, tensor=2)
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)

@@ -186,12 +186,30 @@ def local_batch_size(data_cfg: Any, process_index: int, process_count: int) -> i
     return global_batch // process_count
 
 
+def data_shards(data_cfg: Any, process_index: int, process_count: int) -> tuple[int, range]:
+    """(number of train data shards, the ones this process reads).
+
+    The train stream is `data.num_shards` disjoint shards, each shuffled and packed on its own;
+    the global batch is their rows in shard order. Each process reads only its own shards, so the
+    global batches depend on num_shards but not on the process count (0: one per process)."""
+    global_batch = data_cfg.global_batch_size
+    num_shards = data_cfg.get("num_shards", 0) or process_count
+    if num_shards % process_count or global_batch % num_shards:
+        raise ValueError(
+            f"data.num_shards {num_shards} must be a multiple of the process count "
+            f"{process_count} and divide data.global_batch_size {global_batch}"
+        )
+    per_process = num_shards // process_count
+    return num_shards, range(process_index * per_process, (process_index + 1) * per_process)
+
+
 def build_pipeline(
     data_cfg: Any, *, seed: int, process_index: int = 0, process_count: int = 1
 ) -> DataPipeline:
     """Builds the train iterator and eval batches for one process of `process_count`."""
     seq_len, global_batch = data_cfg.seq_len, data_cfg.global_batch_size
-    batch = local_batch_size(data_cfg, process_index, process_count)
+    local_batch_size(data_cfg, process_index, process_count)
+    num_shards, own_shards = data_shards(data_cfg, process_index, process_count)
 
     if data_cfg.get("source") == "shards":
         tokenizer, train_src, eval_src, stats = shards.load_sources(
@@ -202,12 +220,17 @@ def build_pipeline(
         train_src, stats["train_tokens"] = _chunk(train_docs, tokenizer, seq_len)
         eval_src, stats["eval_tokens"] = _chunk(eval_docs, tokenizer, seq_len)
     stats["train_chunks"], stats["eval_chunks"] = len(train_src), len(eval_src)
-    if len(train_src) < process_count or not len(eval_src):
-        raise ValueError(f"too few chunks for {process_count} process(es): {stats}")
+    if len(train_src) < num_shards or not len(eval_src):
+        raise ValueError(f"too few chunks for {num_shards} data shard(s): {stats}")
 
-    shuffle_seed = process_seed(seed, process_index)
-    train = shuffled_shard(train_src, shuffle_seed, process_index, process_count).to_iter_dataset()
-    train = _pack_and_batch(train, seq_len, batch, seed=shuffle_seed, shuffle_bins=True)
+    parts = []
+    for shard in own_shards:
+        shuffle_seed = shard_seed(seed, shard)
+        part = shuffled_shard(train_src, shuffle_seed, shard, num_shards).to_iter_dataset()
+        parts.append(_pack_and_batch(part, seq_len, global_batch // num_shards,
+                                     seed=shuffle_seed, shuffle_bins=True))
+    train = parts[0] if len(parts) == 1 else grain.experimental.ZipIterDataset(parts).map(
+        _concat_rows)
     train = with_workers(train, data_cfg.num_workers)
 
     eval_ds = grain.MapDataset.source(eval_src).repeat(None).to_iter_dataset()
@@ -217,16 +240,19 @@ def build_pipeline(
     return DataPipeline(tokenizer, iter(train), eval_batches, stats)
 
 
-def process_seed(seed: int, process_index: int) -> int:
-    """Distinct seed per process: slices are disjoint anyway, but independent orders avoid
+def _concat_rows(batches: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Distinct seed per data shard: slices are disjoint anyway, but independent orders avoid
     correlated batches across hosts."""
-    return int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
 
 
-def shuffled_shard(source: Any, seed: int, process_index: int,
-                   process_count: int) -> grain.MapDataset:
-    """This process's slice of `source`, reshuffled every epoch, endless."""
-    return (grain.MapDataset.source(source)[process_index::process_count]
+def shuffled_shard(source: Any, seed: int, shard: int, num_shards: int) -> grain.MapDataset:
+    """Shard `shard` of `num_shards` of `source`, reshuffled every epoch, endless."""
+    return (grain.MapDataset.source(source)[shard::num_shards]
             .shuffle(seed=seed).repeat(None))
 
 

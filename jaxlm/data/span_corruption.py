@@ -163,7 +163,7 @@ def build_span_corruption_pipeline(data_cfg: Any, *, seed: int, process_index: i
 
     lengths = {'encoder_inputs': data_cfg.inputs_len, 'inputs': data_cfg.seq_len,
                'targets': data_cfg.seq_len}
-    shuffle_seed = grain_pipeline.process_seed(seed, process_index)
+    shuffle_seed = grain_pipeline.shard_seed(seed, process_index)
     train = grain_pipeline.shuffled_shard(train_src, shuffle_seed, process_index, process_count)
     train = train.random_map(corrupt, seed=shuffle_seed).to_iter_dataset()
     train = grain_pipeline.pack_and_batch(train, lengths, batch, seed=shuffle_seed,

@@ -21,6 +21,7 @@ from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
+from jaxlm.layers.pipeline import LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RelativePositionBias, RopeScaling, alibi_bias, sinusoidal
 from jaxlm.sharding import constrain
 
@@ -125,14 +126,19 @@ class Block(nn.Module):
         return constrain(x_BxLxD + h, ('batch', 'length', 'act_embed')), new_cache
 
 
+def remat_block(block: type[nn.Module], cfg: TransformerConfig) -> type[nn.Module]:
+    """`block` with the configured remat policy."""
+    if cfg.remat_policy == 'none':
+        return block
+    return nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+
+
 def scan_blocks(block: type[nn.Module], cfg: TransformerConfig,
                 in_axes: tuple[Any, ...]) -> type[nn.Module]:
     """`num_layers` copies of `block` as one scanned module (parameters stacked on a leading
-    `layers` axis), with the configured remat policy: every stack of every model is built here,
-    so a stack is always a scan over identical blocks."""
-    if cfg.remat_policy != 'none':
-        block = nn.remat(block, policy=_REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-    return nn.scan(block, variable_axes={'params': 0},
+    `layers` axis), with the configured remat policy: the decoding stack and the encoder-decoder
+    stacks (training stacks go through `LayerStack`, the same scan when not pipelined)."""
+    return nn.scan(remat_block(block, cfg), variable_axes={'params': 0},
                    split_rngs={'params': True, 'dropout': True}, in_axes=in_axes,
                    length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
 
@@ -158,6 +164,8 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int) -> dict[str, jax
 
 class Transformer(nn.Module):
     cfg: TransformerConfig
+    # Training-time layer schedule (mesh.stage > 1); decoding always runs the layers in sequence.
+    pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
     def __call__(self, tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None = None,
@@ -217,9 +225,9 @@ class Transformer(nn.Module):
                                         name='relative_bias')(query_positions, key_positions)
 
         if cache is None:
-            stack = scan_blocks(Block, c, (nn.broadcast,) * 3)
-            x_BxLxD, _ = stack(c, deterministic, name='layers')(x_BxLxD, segment_ids_BxL,
-                                                                positions_BxL, bias)
+            side = (segment_ids_BxL, positions_BxL) + (() if bias is None else (bias,))
+            x_BxLxD = LayerStack(remat_block(Block, c), (c, deterministic), c.num_layers,
+                                 self.pipeline, name='layers')(x_BxLxD, *side)
         else:  # the same parameters; each layer's cache slice is scanned over with them
             stack = scan_blocks(Block, c, (nn.broadcast,) * 4 + (0,))
             layer_cache = {k: constrain(cache[k], CACHE_LOGICAL_AXES[k]) for k in ('key', 'value')}

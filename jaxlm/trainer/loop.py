@@ -23,6 +23,8 @@ from jaxlm import sharding
 from jaxlm.data import shards
 from jaxlm.data.grain_pipeline import DataPipeline, build_pipeline
 from jaxlm.data.span_corruption import build_span_corruption_pipeline
+from jaxlm.distributed import describe_processes
+from jaxlm.layers.pipeline import PipelineSchedule
 from jaxlm.models import encoder_decoder
 from jaxlm.models.encoder_decoder import EncoderDecoder
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
@@ -46,11 +48,18 @@ ENCODER_BATCH_KEYS = ('encoder_inputs', 'encoder_segment_ids', 'encoder_position
 TOKENIZER_FILE = 'tokenizer.model'
 
 
-def build_model(cfg: ml_collections.ConfigDict) -> Transformer | EncoderDecoder:
+def build_model(cfg: ml_collections.ConfigDict,
+                mesh_shape: dict[str, int] | None = None) -> Transformer | EncoderDecoder:
+    """The model; a decoder is pipelined over the `stage` axis of `mesh_shape` (training) when
+    it is > 1."""
     model_cfg = TransformerConfig.from_config(cfg.model)
     if model_cfg.architecture == 'encoder_decoder':
         return EncoderDecoder(model_cfg)
-    return Transformer(model_cfg)
+    schedule = PipelineSchedule()
+    if mesh_shape is not None and mesh_shape['stage'] > 1:
+        schedule = PipelineSchedule(mesh_shape['stage'], cfg.pipeline.num_microbatches,
+                                    cfg.pipeline.num_repeats)
+    return Transformer(model_cfg, schedule)
 
 
 def batch_shapes(cfg: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, int], Any]]:
@@ -110,7 +119,7 @@ def compile_training(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Devic
     nothing: also what benchmarks/aot_memory.py uses to size a 7B run on a simulated mesh."""
     rules = config_lib.rules_as_tuples(cfg.logical_axis_rules)
     mesh = sharding.make_mesh(mesh_shape, devices)
-    model = build_model(cfg)
+    model = build_model(cfg, mesh_shape)
     tx = make_optimizer(cfg.optimizer)
     seq_len = cfg.data.seq_len
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -212,6 +221,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         peak, peak_source = metrics_lib.peak_flops(devices, model_cfg.dtype)
         tokens_per_step = cfg.data.global_batch_size * seq_len  # decoder (target) tokens
         _say(f'mesh: {sharding.describe_mesh(mesh)}')
+        _say(describe_processes(mesh))
+        if model.pipeline.enabled:
+            _say(model.pipeline.describe(model_cfg.num_layers))
         _say(f'model: {num_params:,} parameters; {flops_per_step / 1e12:.4f} TFLOP per step '
              f'({tokens_per_step} tokens)')
         _say('compiled train step in {:.1f}s; memory per device: {}'.format(
@@ -250,7 +262,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
                 _say(f'eval  {step:>6}/{total} | eval_loss {last_eval["eval_loss"]:.4f} | '
                      f'perplexity {last_eval["eval_perplexity"]:.2f}')
                 if eval_hook is not None:
-                    tasks = eval_hook(step, model, state['params'], data.tokenizer)
+                    # Task batches are not split into pipeline microbatches: same parameters,
+                    # layers in sequence.
+                    tasks = eval_hook(step, build_model(cfg), state['params'], data.tokenizer)
                     _say(f'tasks {step:>6}/{total} | ' + ' | '.join(
                         f'{k} {v:.4f}' for k, v in tasks.items()))
                     last_eval = {**last_eval, **tasks}
