@@ -3,10 +3,9 @@
 Built from the decoder-only model's layers: pre-norm blocks of `Attention` and `MLP` (RMSNorm and
 gated GELU for T5.1.1), each stack a `LayerStack` of identical blocks (a scan, or with a
 `PipelineSchedule` a pipeline over the `stage` mesh axis), one T5 relative position bias per stack
-shared by its layers, unscaled attention scores as in T5, and a token
-embedding shared by the encoder and the decoder. The encoder is bidirectional within each packed
-example; the decoder is causal and cross-attends to the encoder tokens of its own example, never
-to encoder padding.
+shared by its layers, unscaled attention scores as in T5, and a token embedding shared by the
+encoder and the decoder. The encoder is bidirectional within each packed example; the decoder is
+causal and cross-attends to the encoder tokens of its own example, never to encoder padding.
 
 Parameters: token_embed, encoder/{relative_bias, layers, final_norm}, decoder/{relative_bias,
 layers, final_norm}, and lm_head unless the embeddings are tied.
