@@ -340,10 +340,8 @@ def _check_pipeline(cfg: ml_collections.ConfigDict, stages: int, rows_per_shard:
     p, layers = cfg.pipeline, cfg.model.num_layers
     if stages == 1:
         return
-    if cfg.model.architecture != 'decoder':
-        raise ConfigError('pipeline parallelism (mesh.stage > 1) is implemented for '
-                          "`model.architecture` = 'decoder' only")
     if layers % (stages * p.num_repeats):
+        # The encoder-decoder's encoder and decoder stacks both have `model.num_layers` layers.
         raise ConfigError(
             f'`model.num_layers` ({layers}) must be divisible by mesh.stage x '
             f'pipeline.num_repeats = {stages} x {p.num_repeats} for pipeline parallelism')

@@ -2,7 +2,8 @@
 
 `LayerStack` is generic: it knows only that `block(*block_args)` is a Linen module called as
 `block(x, *per_example) -> (x, _)`, where `x` and every `per_example` array lead with the batch
-dim. The decoder uses it for its layers; an encoder or a cross-attending decoder stack can too.
+dim. The decoder-only model uses it for its layers, the encoder-decoder for both its stacks (the
+decoder's per-example inputs include the encoder output).
 
 Parameter layout (the same pipelined or not): every leaf of the block's parameters is stacked on
 a leading dim of length `num_layers`, in layer order, exactly as `nn.scan` stores it. Only the

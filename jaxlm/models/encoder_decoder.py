@@ -1,11 +1,11 @@
 """The T5-style encoder-decoder (T5.1.1 flavour from the shared `TransformerConfig`).
 
 Built from the decoder-only model's layers: pre-norm blocks of `Attention` and `MLP` (RMSNorm and
-gated GELU for T5.1.1), each stack a scan over identical blocks (`scan_blocks`), one T5 relative
-position bias per stack shared by its layers, unscaled attention scores as in T5, and a token
-embedding shared by the encoder and the decoder. The encoder is bidirectional within each packed
-example; the decoder is causal and cross-attends to the encoder tokens of its own example, never
-to encoder padding.
+gated GELU for T5.1.1), each stack a `LayerStack` of identical blocks (a scan, or with a
+`PipelineSchedule` a pipeline over the `stage` mesh axis), one T5 relative position bias per stack
+shared by its layers, unscaled attention scores as in T5, and a token embedding shared by the
+encoder and the decoder. The encoder is bidirectional within each packed example; the decoder is
+causal and cross-attends to the encoder tokens of its own example, never to encoder padding.
 
 Parameters: token_embed, encoder/{relative_bias, layers, final_norm}, decoder/{relative_bias,
 layers, final_norm}, and lm_head unless the embeddings are tied.
@@ -21,8 +21,9 @@ from jaxlm.layers.attention import Attention
 from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
+from jaxlm.layers.pipeline import LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RelativePositionBias
-from jaxlm.models.transformer import TransformerConfig, output_logits, scan_blocks
+from jaxlm.models.transformer import TransformerConfig, output_logits, remat_block
 from jaxlm.sharding import constrain
 
 _ACT = ('batch', 'length', 'act_embed')
@@ -96,23 +97,31 @@ class DecoderBlock(nn.Module):
         return _mlp_residual(c, y_BxLxD, self.deterministic), None
 
 
+def _stack(block: type[nn.Module], c: TransformerConfig, deterministic: bool,
+           schedule: PipelineSchedule) -> LayerStack:
+    """`num_layers` blocks under 'layers', stored as `nn.scan` stores them either way."""
+    return LayerStack(remat_block(block, c), (c, deterministic), c.num_layers, schedule,
+                      name='layers')
+
+
 class Encoder(nn.Module):
     cfg: TransformerConfig
+    pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
     def __call__(self, x_BxSxD: jax.Array, segment_ids_BxS: jax.Array, positions_BxS: jax.Array,
                  deterministic: bool) -> jax.Array:
         c = self.cfg
         bias = _relative_bias(c, bidirectional=True)(positions_BxS, positions_BxS)
-        stack = scan_blocks(EncoderBlock, c, (nn.broadcast,) * 3)
-        x_BxSxD, _ = stack(c, deterministic, name='layers')(x_BxSxD, segment_ids_BxS,
-                                                            positions_BxS, bias)
+        x_BxSxD = _stack(EncoderBlock, c, deterministic, self.pipeline)(
+            x_BxSxD, segment_ids_BxS, positions_BxS, bias)
         x_BxSxD = _norm(c, 'final_norm')(x_BxSxD)
         return nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
 
 
 class Decoder(nn.Module):
     cfg: TransformerConfig
+    pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
     def __call__(self, y_BxLxD: jax.Array, segment_ids_BxL: jax.Array, positions_BxL: jax.Array,
@@ -120,8 +129,9 @@ class Decoder(nn.Module):
                  deterministic: bool) -> jax.Array:
         c = self.cfg
         bias = _relative_bias(c, bidirectional=False)(positions_BxL, positions_BxL)
-        stack = scan_blocks(DecoderBlock, c, (nn.broadcast,) * 5)
-        y_BxLxD, _ = stack(c, deterministic, name='layers')(
+        # The encoder output and its segment ids lead with the batch dim like the decoder's own
+        # side inputs, so each pipeline microbatch cross-attends to its own rows.
+        y_BxLxD = _stack(DecoderBlock, c, deterministic, self.pipeline)(
             y_BxLxD, segment_ids_BxL, positions_BxL, bias, encoded_BxSxD, encoder_segment_ids_BxS)
         y_BxLxD = _norm(c, 'final_norm')(y_BxLxD)
         return nn.Dropout(c.dropout_rate)(y_BxLxD, deterministic=deterministic)
@@ -139,6 +149,9 @@ def _default_layout(tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None,
 
 class EncoderDecoder(nn.Module):
     cfg: TransformerConfig
+    # Training-time layer schedule of both stacks (mesh.stage > 1): each is pipelined in turn
+    # over all the stages; the parameter layout is the non-pipelined one.
+    pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
     def __call__(self, encoder_tokens_BxS: jax.Array, decoder_tokens_BxL: jax.Array,
@@ -159,10 +172,11 @@ class EncoderDecoder(nn.Module):
         dropout = nn.Dropout(c.dropout_rate)
 
         x_BxSxD = constrain(dropout(embed(encoder_tokens_BxS), deterministic=deterministic), _ACT)
-        encoded_BxSxD = Encoder(c, name='encoder')(x_BxSxD, enc_seg, enc_pos, deterministic)
+        encoded_BxSxD = Encoder(c, self.pipeline, name='encoder')(x_BxSxD, enc_seg, enc_pos,
+                                                                  deterministic)
         y_BxLxD = constrain(dropout(embed(decoder_tokens_BxL), deterministic=deterministic), _ACT)
-        y_BxLxD = Decoder(c, name='decoder')(y_BxLxD, dec_seg, dec_pos, encoded_BxSxD, enc_seg,
-                                             deterministic)
+        y_BxLxD = Decoder(c, self.pipeline, name='decoder')(y_BxLxD, dec_seg, dec_pos,
+                                                            encoded_BxSxD, enc_seg, deterministic)
         # Tied T5 rescales the decoder output by 1/sqrt(d_model) before the shared embedding.
         return output_logits(self, y_BxLxD, embed, tied_scale=c.d_model ** -0.5)
 

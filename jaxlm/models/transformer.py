@@ -136,8 +136,8 @@ def remat_block(block: type[nn.Module], cfg: TransformerConfig) -> type[nn.Modul
 def scan_blocks(block: type[nn.Module], cfg: TransformerConfig,
                 in_axes: tuple[Any, ...]) -> type[nn.Module]:
     """`num_layers` copies of `block` as one scanned module (parameters stacked on a leading
-    `layers` axis), with the configured remat policy: the decoding stack and the encoder-decoder
-    stacks (training stacks go through `LayerStack`, the same scan when not pipelined)."""
+    `layers` axis), with the configured remat policy: the decoding stack (training stacks go
+    through `LayerStack`, the same scan when not pipelined)."""
     return nn.scan(remat_block(block, cfg), variable_axes={'params': 0},
                    split_rngs={'params': True, 'dropout': True}, in_axes=in_axes,
                    length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})

@@ -50,15 +50,15 @@ TOKENIZER_FILE = 'tokenizer.model'
 
 def build_model(cfg: ml_collections.ConfigDict,
                 mesh_shape: dict[str, int] | None = None) -> Transformer | EncoderDecoder:
-    """The model; a decoder is pipelined over the `stage` axis of `mesh_shape` (training) when
-    it is > 1."""
+    """The model; its layer stacks are pipelined over the `stage` axis of `mesh_shape`
+    (training) when it is > 1."""
     model_cfg = TransformerConfig.from_config(cfg.model)
-    if model_cfg.architecture == 'encoder_decoder':
-        return EncoderDecoder(model_cfg)
     schedule = PipelineSchedule()
     if mesh_shape is not None and mesh_shape['stage'] > 1:
         schedule = PipelineSchedule(mesh_shape['stage'], cfg.pipeline.num_microbatches,
                                     cfg.pipeline.num_repeats)
+    if model_cfg.architecture == 'encoder_decoder':
+        return EncoderDecoder(model_cfg, schedule)
     return Transformer(model_cfg, schedule)
 
 

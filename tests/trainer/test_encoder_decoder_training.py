@@ -1,5 +1,6 @@
 """The encoder-decoder trains through the same trainer: data x fsdp x tensor on 8 devices
-matches 1 device, parameters shard by the same rule table, and checkpoints resume bitwise."""
+matches 1 device and a pipelined mesh, parameters shard by the same rule table, and checkpoints
+resume bitwise."""
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ from conftest import small_config, train_losses
 from jaxlm.trainer.loop import train
 
 MESH = dict(data=2, fsdp=2, tensor=2)
+PIPELINED = dict(data=2, stage=2, fsdp=2)
 STEPS = 4
 
 
@@ -45,6 +47,25 @@ def test_resume_is_bitwise_identical(sharded, shared_data_dir, tmp_path, capsys)
     assert f'resumed from {tmp_path}/checkpoints/2' in capsys.readouterr().out
     resumed, full = train_losses(tmp_path), train_losses(sharded)
     assert [resumed[s] for s in (3, 4)] == [full[s] for s in (3, 4)]
+
+
+def test_pipelined_training_matches_unpipelined(sharded, shared_data_dir, tmp_path, capsys):
+    """Both stacks pipelined over 2 stages (4 microbatches) train like the unpipelined mesh."""
+    cfg = _cfg(shared_data_dir, steps=2, **PIPELINED)
+    cfg.pipeline.num_microbatches = 4
+    train(cfg, str(tmp_path))
+    assert 'pipeline: 2 stages x 1 repeat(s) x 1 layer(s)' in capsys.readouterr().out
+    losses, reference = train_losses(tmp_path), train_losses(sharded)
+    np.testing.assert_allclose([losses[1], losses[2]], [reference[1], reference[2]], rtol=1e-5)
+
+
+def test_pipeline_needs_both_stacks_divisible(shared_data_dir):
+    from jaxlm.config import ConfigError, validate
+
+    cfg = _cfg(shared_data_dir, **PIPELINED)
+    cfg.model.num_layers = 3  # of the encoder and of the decoder
+    with pytest.raises(ConfigError, match=r'`model.num_layers` \(3\) must be divisible by '):
+        validate(cfg, 8)
 
 
 def test_parameters_shard_by_the_rule_table(shared_data_dir):
