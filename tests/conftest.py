@@ -56,3 +56,26 @@ def read_metrics(workdir) -> list[dict]:
 
 def train_losses(workdir) -> dict[int, float]:
     return {r['step']: r['loss'] for r in read_metrics(workdir) if 'loss' in r}
+
+
+def sharded_value_and_grad(loss_fn, init_fn, params, batch, mesh_shape: dict[str, int]):
+    """(loss, grads, compiled HLO text) of `loss_fn(params, batch)` jitted on a mesh of
+    `mesh_shape`: parameters placed by their logical axes (read from the boxed parameters
+    `init_fn()` returns) under the default rule table, the batch data-parallel."""
+    import flax.linen as nn  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from jaxlm import config as config_lib  # noqa: PLC0415
+    from jaxlm import sharding  # noqa: PLC0415
+
+    rules = config_lib.rules_as_tuples(config_lib.DEFAULT_LOGICAL_AXIS_RULES)
+    mesh = sharding.make_mesh(mesh_shape)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        specs = nn.get_partition_spec(jax.eval_shape(init_fn))
+        shardings = sharding.logical_to_sharding(specs, mesh, rules)
+        params = jax.device_put(params, shardings)
+        batch = jax.device_put(batch, sharding.batch_sharding(mesh, rules))
+        compiled = jax.jit(jax.value_and_grad(loss_fn),
+                           out_shardings=(None, shardings)).lower(params, batch).compile()
+        loss, grads = compiled(params, batch)
+    return loss, grads, compiled.as_text()

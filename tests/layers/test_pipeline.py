@@ -6,17 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import sharded_value_and_grad
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import config as config_lib
-from jaxlm import sharding
 from jaxlm.layers.pipeline import PipelineSchedule
 from jaxlm.models.transformer import Transformer, TransformerConfig
 from jaxlm.trainer.losses import cross_entropy_sums
 
 CFG = TransformerConfig(vocab_size=64, num_layers=4, d_model=32, num_heads=4, num_kv_heads=2,
                         head_dim=8, mlp_dim=64, max_seq_len=16, dtype=jnp.float32)
-RULES = config_lib.rules_as_tuples(config_lib.DEFAULT_LOGICAL_AXIS_RULES)
 B, L = 16, 16
 
 # (mesh, microbatches, repeats): the four layouts.
@@ -51,20 +49,6 @@ def _init(model):
     return jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32))['params'])()
 
 
-def _value_and_grad(model, params, mesh_shape):
-    mesh = sharding.make_mesh(mesh_shape)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
-        specs = nn.get_partition_spec(jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, L), jnp.int32))['params']))
-        shardings = sharding.logical_to_sharding(specs, mesh, RULES)
-        params = jax.device_put(params, shardings)
-        batch = jax.device_put(_batch(), sharding.batch_sharding(mesh, RULES))
-        compiled = jax.jit(jax.value_and_grad(lambda p, b: _loss(model, p, b)),
-                           out_shardings=(None, shardings)).lower(params, batch).compile()
-        loss, grads = compiled(params, batch)
-    return loss, grads, compiled.as_text()
-
-
 @pytest.fixture(scope='module')
 def reference():
     model = Transformer(CFG)
@@ -78,7 +62,8 @@ def test_pipeline_matches_sequential_loss_and_gradients(case, reference):
     mesh_shape, micro, repeats = CASES[case]
     params, ref_loss, ref_grads = reference
     model = Transformer(CFG, PipelineSchedule(mesh_shape['stage'], micro, repeats))
-    loss, grads, hlo = _value_and_grad(model, params, mesh_shape)
+    loss, grads, hlo = sharded_value_and_grad(lambda p, b: _loss(model, p, b),
+                                              lambda: _init(model), params, _batch(), mesh_shape)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7),
                  grads, ref_grads)

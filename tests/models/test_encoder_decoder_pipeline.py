@@ -7,10 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import sharded_value_and_grad
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import config as config_lib
-from jaxlm import sharding
 from jaxlm.layers.pipeline import PipelineSchedule
 from jaxlm.models.encoder_decoder import EncoderDecoder
 from jaxlm.models.transformer import TransformerConfig
@@ -19,7 +18,6 @@ from jaxlm.trainer.losses import cross_entropy_sums
 CFG = TransformerConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                         head_dim=8, mlp_dim=64, max_seq_len=32, architecture='encoder_decoder',
                         norm_eps=1e-6, mlp='geglu', positions='t5_relative', dtype=jnp.float32)
-RULES = config_lib.rules_as_tuples(config_lib.DEFAULT_LOGICAL_AXIS_RULES)
 B, S, L = 16, 16, 8  # rows, encoder length, decoder length
 
 # (mesh, microbatches): the brief's two layouts on 8 devices.
@@ -78,20 +76,13 @@ def test_pipeline_matches_sequential_loss_and_gradients(case, reference):
     mesh_shape, micro = CASES[case]
     params, ref_loss, ref_grads = reference
     model = EncoderDecoder(CFG, PipelineSchedule(mesh_shape['stage'], micro))
-    mesh = sharding.make_mesh(mesh_shape)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
-        specs = nn.get_partition_spec(jax.eval_shape(lambda: _init(model)))
-        shardings = sharding.logical_to_sharding(specs, mesh, RULES)
-        params = jax.device_put(params, shardings)
-        batch = jax.device_put(_batch(), sharding.batch_sharding(mesh, RULES))
-        compiled = jax.jit(jax.value_and_grad(lambda p, b: _loss(model, p, b)),
-                           out_shardings=(None, shardings)).lower(params, batch).compile()
-        loss, grads = compiled(params, batch)
+    loss, grads, hlo = sharded_value_and_grad(lambda p, b: _loss(model, p, b),
+                                              lambda: _init(model), params, _batch(), mesh_shape)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7),
                  grads, ref_grads)
     # Activations really move between stages, and both stacks' weights are split over `stage`.
-    assert 'collective-permute' in compiled.as_text()
+    assert 'collective-permute' in hlo
     for stack in ('encoder', 'decoder'):
         assert grads[stack]['layers']['mlp']['up']['kernel'].sharding.spec[0] == 'stage'
 
