@@ -484,12 +484,6 @@ class SafetensorsFolder:
         return arr
 
 
-def _set(tree: dict, path: Path, value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(key, {})
-    tree[path[-1]] = value
-
-
 def _get(tree: Any, path: Path) -> Any:
     for key in path:
         tree = tree[key]
