@@ -2,7 +2,7 @@
 
 Passes, each a plain function over one shard run by the executor (local processes or Ray):
   filter   read an input file, then every per-document stage of `config.stages` in order
-  exact_dedup, minhash_dedup   7B's shard-parallel dedup jobs, then one removal pass per shard
+  exact_dedup, minhash_dedup   shard-parallel dedup (data_pipelines.dedup), then a removal pass
   mixture  the source's weight up- or down-samples its documents into `curated/`
 then the tokenizer is trained on the curated text and token shards are written for jaxlm, and the
 run's accounting goes to `stats.json` and `DATASHEET.md`.

@@ -20,7 +20,7 @@ CFG = TransformerConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, nu
                         norm_eps=1e-6, mlp='geglu', positions='t5_relative', dtype=jnp.float32)
 B, S, L = 16, 16, 8  # rows, encoder length, decoder length
 
-# (mesh, microbatches): the brief's two layouts on 8 devices.
+# (mesh, microbatches): a stage x FSDP and a data x stage x tensor layout on 8 devices.
 CASES = {
     'stage2_micro4': (dict(data=1, stage=2, fsdp=4, tensor=1), 4),
     'data2_stage2_tensor2': (dict(data=2, stage=2, fsdp=1, tensor=2), 4),
