@@ -221,7 +221,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def probe_peak(dtype: Any) -> float:
     # The default 1024^2 probe reads up to ~1.5x lower than larger matmuls on this CPU; the
     # larger of the two sizes is the better ceiling (and the more conservative MFU).
-    return max(metrics_lib.measure_cpu_peak_flops(dtype, n=n) for n in (1024, 2048))
+    return max(metrics_lib.measure_cpu_peak_flops(jax.devices(), dtype, n=n) for n in (1024, 2048))
 
 
 def fmt_row(cells: list[Any]) -> str:

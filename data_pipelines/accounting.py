@@ -15,6 +15,7 @@ from data_pipelines.document import Document
 from data_pipelines.shard_io import write_jsonl
 
 _EXAMPLE_CHARS = 300
+EXAMPLE_NOTES = ('error', 'duplicate_of')  # metadata quoted with an example
 
 
 @dataclasses.dataclass
@@ -50,7 +51,10 @@ class StageStats:
         if len(examples) < self.max_examples:
             # Undecodable bytes (lone surrogates) are shown escaped, so the datasheet is UTF-8.
             text = doc.text[:_EXAMPLE_CHARS].encode('utf-8', 'backslashreplace').decode('utf-8')
-            examples.append({'id': doc.id, 'text': text})
+            # Why a reader rejected it (its text may be empty), or which document it repeats.
+            notes = {k: str(doc.metadata[k])[:_EXAMPLE_CHARS] for k in EXAMPLE_NOTES
+                     if k in doc.metadata}
+            examples.append({'id': doc.id, 'text': text, **notes})
         self._removed_docs[reason].append(doc)
 
     def write_removed(self, out_dir: str, shard: str) -> None:

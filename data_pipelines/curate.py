@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from data_pipelines import pipeline
 from data_pipelines.executors import make_executor
+from jaxlm import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Curation config file (get_config).',
                                           lock_config=True)
@@ -39,4 +40,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
     flags.mark_flags_as_required(['config', 'output'])
-    app.run(main)
+    cli.run(main, 'data_pipelines.curate')

@@ -2,7 +2,8 @@
 
 A document of a source with weight w appears floor(w) times, plus once more when a hash of its
 id (and the seed) falls below frac(w). Weight 0.5 keeps about half the documents; weight 2.5
-emits every document twice and half of them three times. Copies get ids `<id>#<k>`.
+emits every document twice and half of them three times. Copies get ids `<id>#<k>`
+(`document.copy_id`); `#` is escaped in read ids, so a copy never takes a real document's id.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from data_pipelines.document import Document
+from data_pipelines.document import Document, copy_id
 
 
 def unit_hash(doc_id: str, seed: int) -> float:
@@ -30,5 +31,5 @@ def copies(doc_id: str, weight: float, seed: int) -> int:
 def sample(doc: Document, weight: float, seed: int) -> list[Document]:
     n = copies(doc.id, weight, seed)
     return [doc if k == 0 else
-            Document(f'{doc.id}#{k}', doc.text, {**doc.metadata, 'copy_of': doc.id})
+            Document(copy_id(doc.id, k), doc.text, {**doc.metadata, 'copy_of': doc.id})
             for k in range(n)]

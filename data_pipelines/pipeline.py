@@ -1,6 +1,8 @@
 """Runs a curation config end to end.
 
 Passes, each a plain function over one shard run by the executor (local processes or Ray):
+  ids      the id field of every record of the sources that have one: a repeated id is found
+           across all files and shards of its source (the first in file order is kept)
   filter   read an input file, then every per-document stage of `config.stages` in order
   exact_dedup, minhash_dedup   shard-parallel dedup (data_pipelines.dedup), then a removal pass
   mixture  the source's weight up- or down-samples its documents into `curated/`
@@ -36,16 +38,24 @@ from data_pipelines.dedup.exact import ExactDedupConfig, run_exact_dedup
 from data_pipelines.dedup.minhash import MinHashConfig, run_minhash_dedup
 from data_pipelines.dedup.shard_reader import read_shard
 from data_pipelines.document import Document
-from data_pipelines.readers import input_files, read_file
+from data_pipelines.readers import (
+    FILE_REJECTIONS,
+    READER_OPTIONS,
+    input_files,
+    read_file,
+    record_id_prefix,
+)
 from data_pipelines.shard_io import read_json, write_documents, write_json
 from data_pipelines.stages import build_stage, decontamination_index_path
+from jaxlm.config import ConfigError
+from jaxlm.errors import UserError
 
 log = logging.getLogger(__name__)
 # Metadata a stage adds that its stats sum up (redactions per kind, repaired bytes).
 _STAGE_COUNTERS = {'pii': 'pii_redactions', 'normalize': 'invalid_utf8_removed'}
 
 
-class ShardFailures(RuntimeError):
+class ShardFailures(UserError, RuntimeError):
     """Some shards of a pass failed; the others are finished and a rerun redoes only these."""
 
 
@@ -57,13 +67,25 @@ class InputShard:
     rel_path: str
     part: int = 0
     num_parts: int = 1
+    # record index -> doc id kept, of this shard's records that repeat an id met earlier in the
+    # source (`_repeated_ids`); removed as `duplicate_id`
+    repeated_ids: dict[int, str] = dataclasses.field(default_factory=dict)
+
+
+def _read_cost(shard: InputShard) -> float:
+    return os.path.getsize(shard.path) / shard.num_parts
 
 
 def resolve_data_dir(config: ml_collections.ConfigDict) -> str:
-    if config.data_dir:
-        return config.data_dir
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.environ.get('JAXLM_DATA_DIR', os.path.join(here, '..', 'shared', 'data'))
+    """`config.data_dir`, else $JAXLM_DATA_DIR; an error naming both when neither is a folder."""
+    data_dir = config.data_dir or os.environ.get('JAXLM_DATA_DIR', '')
+    if not data_dir:
+        raise UserError('no data directory: export JAXLM_DATA_DIR=/path/to/shared/data (or set '
+                        'config.data_dir)')
+    if not os.path.isdir(data_dir):
+        raise UserError(f'data directory {data_dir} does not exist; point JAXLM_DATA_DIR (or '
+                        'config.data_dir) at the shared data folder')
+    return data_dir
 
 
 def plan_shards(config: ml_collections.ConfigDict, data_dir: str) -> list[InputShard]:
@@ -72,7 +94,8 @@ def plan_shards(config: ml_collections.ConfigDict, data_dir: str) -> list[InputS
     for source, spec in config.sources.items():
         root = os.path.join(data_dir, spec.get('root', ''))
         parts = spec.get('num_shards', 1)
-        for i, path in enumerate(input_files(root, list(spec.paths))):
+        paths = input_files(root, list(spec.paths), f'config.sources.{source}.paths')
+        for i, path in enumerate(paths):
             rel = os.path.relpath(path, root)
             for k in range(parts):
                 name = f'{source}-{i:05d}' + (f'p{k:03d}' if parts > 1 else '')
@@ -121,6 +144,44 @@ def run_pass(pass_name: str, tasks: list[tuple[str, Any]], fn: Callable[[Any], d
     return [read_json(_marker_path(out_dir, pass_name, shard)) for shard, _ in tasks], len(todo)
 
 
+def _read_shard(shard: InputShard, spec: ml_collections.ConfigDict
+                ) -> Iterator[Document | tuple[Document, str]]:
+    options = {k: spec[k] for k in READER_OPTIONS if k in spec}
+    return read_file(shard.path, source=shard.source, licence=spec.licence, fmt=spec.format,
+                     rel_path=shard.rel_path, part=shard.part, num_parts=shard.num_parts,
+                     **options)
+
+
+def shard_record_ids(shard: InputShard, *, config_json: str) -> dict:
+    """[index, doc id] of each record of one shard that has an id field."""
+    spec = ml_collections.ConfigDict(json.loads(config_json)).sources[shard.source]
+    prefix = record_id_prefix(shard.source, shard.rel_path)
+    return {'ids': [[d.metadata['index'], d.id] for d in _read_shard(shard, spec)
+                    if isinstance(d, Document) and d.id.startswith(prefix)]}
+
+
+def _repeated_ids(config: ml_collections.ConfigDict, shards: list[InputShard], executor,
+                  out_dir: str) -> tuple[list[InputShard], int]:
+    """The shards with their `repeated_ids`: every record whose id field repeats one met earlier
+    in its source, over all its files and shards in file then record order (so the same records
+    are kept however many shards a file is split into); and how many shards the pass ran."""
+    tasks = [(s.name, s) for s in shards if config.sources[s.source].get('id_field')]
+    fn = functools.partial(shard_record_ids, config_json=config.to_json())
+    markers, ran = run_pass('ids', tasks, fn, executor, out_dir, cost=_read_cost)
+    records = sorted((s.source, s.rel_path, index, s.name, doc_id)
+                     for (_, s), m in zip(tasks, markers, strict=True)
+                     for index, doc_id in m['ids'])
+    first: dict[tuple[str, str], str] = {}  # (source, record id) -> doc id of its first record
+    repeated: dict[str, dict[int, str]] = {}
+    for source, rel_path, index, shard, doc_id in records:
+        key = (source, doc_id.removeprefix(record_id_prefix(source, rel_path)))
+        if key in first:
+            repeated.setdefault(shard, {})[index] = first[key]
+        else:
+            first[key] = doc_id
+    return [dataclasses.replace(s, repeated_ids=repeated.get(s.name, {})) for s in shards], ran
+
+
 def filter_shard(shard: InputShard, *, config_json: str, data_dir: str, out_dir: str) -> dict:
     """Reads one input file and runs every per-document stage over it."""
     config = ml_collections.ConfigDict(json.loads(config_json))
@@ -129,23 +190,18 @@ def filter_shard(shard: InputShard, *, config_json: str, data_dir: str, out_dir:
     limit = config.max_examples_per_reason
     read = StageStats('read', limit)
     stats = [StageStats(name, limit) for name, _ in stages]
-    spec = config.sources[shard.source]
-    options = {k: spec[k] for k in ('text_field', 'id_field', 'text_split', 'chunk_chars',
-                                    'gutenberg_body') if k in spec}
-    records = read_file(shard.path, source=shard.source, licence=spec.licence, fmt=spec.format,
-                        rel_path=shard.rel_path, part=shard.part, num_parts=shard.num_parts,
-                        **options)
     kept: list[Document] = []
-    seen_ids: set[str] = set()  # an id field may repeat; every id must name one document
-    for record in records:
+    for record in _read_shard(shard, config.sources[shard.source]):
         if isinstance(record, tuple):
             read.remove(*record)
             continue
-        if record.id in seen_ids:  # removed under its position id, which is unique
-            position_id = f"{shard.source}/{shard.rel_path}:{record.metadata['index']}"
-            read.remove(Document(position_id, record.text, record.metadata), 'duplicate_id')
+        index = record.metadata['index']
+        if index in shard.repeated_ids:  # removed under its position id, which is unique
+            position_id = f'{shard.source}/{shard.rel_path}:{index}'
+            read.remove(Document(position_id, record.text,
+                                 {**record.metadata, 'duplicate_of': shard.repeated_ids[index]}),
+                        'duplicate_id')
             continue
-        seen_ids.add(record.id)
         read.keep(record, record)
         doc: Document | None = record
         for (name, stage), st in zip(stages, stats, strict=True):
@@ -272,8 +328,8 @@ def _check_same_config(config: ml_collections.ConfigDict, out_dir: str) -> None:
     path = os.path.join(out_dir, 'markers', 'config.json')
     current = json.loads(config.to_json())
     if os.path.exists(path) and read_json(path) != current:
-        raise ValueError(f'{out_dir} holds a run of another config ({path}); use a new --output '
-                         'or delete it')
+        raise ConfigError(f'{out_dir} holds a run of another config ({path}); use a new --output '
+                          'or delete it')
     write_json(path, current)
 
 
@@ -284,11 +340,14 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
 
     validate(config)
     data_dir = resolve_data_dir(config)
+    shards = plan_shards(config, data_dir)  # before the config is recorded: a typo is no run
     _check_same_config(config, out_dir)
-    shards = plan_shards(config, data_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    shards, ran = _repeated_ids(config, shards, executor, out_dir)
+    timings['ids'] = time.perf_counter() - start
 
+    t = time.perf_counter()
     decont_items = {}
     if 'decontamination' in config.stages:
         index = decontamination_index_path(os.path.join(out_dir, 'work'))
@@ -296,14 +355,14 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
         decont_items = decontamination.build_index(
             data_dir, tuple(config.decontamination.benchmarks), config.decontamination.ngram_size,
             index)
-    timings['decontamination_index'] = time.perf_counter() - start
+    timings['decontamination_index'] = time.perf_counter() - t
 
     fn = functools.partial(filter_shard, config_json=config.to_json(), data_dir=data_dir,
                            out_dir=out_dir)
     t = time.perf_counter()
-    per_shard, ran = run_pass('filter', [(s.name, s) for s in shards], fn, executor, out_dir,
-                              cost=lambda s: os.path.getsize(s.path) / s.num_parts)
     # Once a pass redid a shard, everything after it is redone: its inputs changed.
+    per_shard, ran = run_pass('filter', [(s.name, s) for s in shards], fn, executor, out_dir,
+                              redo=ran > 0, cost=_read_cost)
     redo = ran > 0
     timings['filter'] = time.perf_counter() - t
     stage_shards = [list(x) for x in zip(*[m['stages'] for m in per_shard], strict=True)]
@@ -355,19 +414,34 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
 
 def _per_source(shards: list[InputShard], stage_shards: list[list[dict]],
                 config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
-    """Documents per source as read, after the per-document stages, after dedup, and curated."""
+    """Per source: records read (damaged files' placeholders are counted apart), repeated ids,
+    documents and characters entering and leaving the per-document stages (and each of them),
+    after dedup, curated."""
     out: dict[str, dict[str, Any]] = {}
     filter_end = len(config.stages)  # stage_shards[0] is `read`, then one per listed stage
     for i, s in enumerate(shards):
         spec = config.sources[s.source]
         src = out.setdefault(s.source, {
             'licence': spec.licence, 'description': spec.get('description', ''),
-            'weight': float(spec.weight), 'files': 0, 'records_read': 0, 'after_filters': 0,
-            'after_dedup': 0, 'curated_documents': 0, 'curated_chars': 0})
+            'creators': spec.get('creators', ''), 'timeframe': spec.get('timeframe', ''),
+            'unwrap_lines': bool(spec.get('unwrap_lines', False)), 'weight': float(spec.weight),
+            'files': 0, 'shards': 0, 'damaged_files': 0, 'records_read': 0, 'repeated_ids': 0,
+            'chars_read': 0, 'after_filters': 0, 'chars_after_filters': 0, 'after_dedup': 0,
+            'curated_documents': 0, 'curated_chars': 0,
+            'stage_chars': {name: [0, 0] for name in config.stages}})  # stage -> [in, out]
+        read, filtered = stage_shards[0][i], stage_shards[filter_end][i]
+        for st in stage_shards[1:filter_end + 1]:
+            src['stage_chars'][st[i]['name']][0] += st[i]['chars_in']
+            src['stage_chars'][st[i]['name']][1] += st[i]['chars_out']
+        damaged = sum(read['reasons'].get(r, 0) for r in FILE_REJECTIONS)
         src['files'] += s.part == 0
-        src['shards'] = src.get('shards', 0) + 1
-        src['records_read'] += stage_shards[0][i]['read']
-        src['after_filters'] += stage_shards[filter_end][i]['kept']
+        src['shards'] += 1
+        src['damaged_files'] += damaged
+        src['records_read'] += read['read'] - damaged
+        src['repeated_ids'] += read['reasons'].get('duplicate_id', 0)
+        src['chars_read'] += read['chars_out']
+        src['after_filters'] += filtered['kept']
+        src['chars_after_filters'] += filtered['chars_out']
         src['after_dedup'] += stage_shards[-1][i]['read']
         src['curated_documents'] += stage_shards[-1][i]['counters'].get('emitted', 0)
         src['curated_chars'] += stage_shards[-1][i]['counters'].get('emitted_chars', 0)

@@ -14,6 +14,8 @@ from typing import Any
 
 import ml_collections
 
+from jaxlm.errors import UserError
+
 # 'stage' (pipeline parallelism) sits outside fsdp/tensor so stage neighbours can be hosts apart:
 # one activation per microbatch crosses it, while fsdp/tensor collectives move every weight.
 MESH_AXES = ('data', 'stage', 'fsdp', 'tensor')
@@ -61,6 +63,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 50
     c.keep_checkpoints = 3
     c.async_checkpointing = True
+    # A step whose loss, gradient norm or updated parameters are not finite is never applied
+    # (parameters and optimizer state stay as they were). The run stops with an error at the
+    # first such step, or once more than this many steps of the run were skipped.
+    c.max_skipped_steps = 0
     # Parameters that start a fresh run (fine-tuning): a checkpoints directory (its latest step)
     # or one step directory, e.g. the `params/` of a converted Hugging Face model. The optimizer
     # state starts fresh. Ignored once the workdir has its own checkpoints (resume wins).
@@ -160,7 +166,7 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names the field."""
 
 
@@ -269,6 +275,10 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     if d.source == 'shards' and not d.shards_dir:
         raise ConfigError("`data.shards_dir` must name a shards directory when `data.source` is "
                           "'shards'")
+    if isinstance(cfg.max_skipped_steps, bool) or not isinstance(cfg.max_skipped_steps, int) \
+            or cfg.max_skipped_steps < 0:
+        raise ConfigError('`max_skipped_steps` must be a non-negative integer (0 = stop at the '
+                          f'first non-finite step), got {cfg.max_skipped_steps!r}')
     if not isinstance(d.num_shards, int) or d.num_shards < 0:
         raise ConfigError(f'`data.num_shards` must be a non-negative integer, got {d.num_shards!r}')
     if not 0.0 < d.eval_fraction < 1.0:

@@ -7,12 +7,17 @@ HF_DIR is a local folder with config.json, model.safetensors (or shards with
 model.safetensors.index.json) and tokenizer.json or tokenizer.model. OUT becomes a jaxlm run:
 `jaxlm.sample` / `jaxlm.eval --workdir OUT` use it directly and
 `python -m jaxlm.train --config OUT/config.py --workdir OUT` fine-tunes it from step 0.
-Supported: GPT2LMHeadModel, LlamaForCausalLM (LLaMA 2 and 3), MistralForCausalLM.
+Supported: GPT2LMHeadModel, LlamaForCausalLM (LLaMA 2 and 3), MistralForCausalLM,
+T5ForConditionalGeneration (T5.1.1).
+
+The output folder must be new or empty; --overwrite replaces an existing run (--from-hf) or HF
+folder (--to-hf) as a whole, and only once the conversion has succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import sys
 import time
@@ -33,23 +38,30 @@ def main(argv: list[str] | None = None) -> int:
                    help='--to-hf: tensor dtype (default: the original HF dtype, else float32)')
     p.add_argument('--checkpoint', default=None, help='--to-hf: checkpoint dir or step dir')
     p.add_argument('--max-shard-gb', type=float, default=5.0, help='--to-hf: shard size')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing jaxlm run / HF folder (all of its contents)')
+    p.add_argument('--verbose', action='store_true', help='on an error, print the traceback')
     args = p.parse_args(argv)
 
-    from jaxlm.interop.hf import ConversionError, from_hf, to_hf  # noqa: PLC0415
+    # orbax warns on every read-only restore, and --to-hf restores once per tensor.
+    logging.getLogger('absl').setLevel(logging.ERROR)
+    from jaxlm.cli import USER_ERRORS, report  # noqa: PLC0415
+    from jaxlm.interop.hf import from_hf, to_hf  # noqa: PLC0415
 
     t0 = time.perf_counter()
     try:
         if args.from_hf:
             cfg = from_hf(args.from_hf, args.workdir, dtype=args.dtype,
-                          param_dtype=args.param_dtype)
+                          param_dtype=args.param_dtype, overwrite=args.overwrite)
             what = f'{args.from_hf} -> jaxlm run {args.workdir} ({cfg.model.num_layers} layers)'
         else:
             to_hf(args.workdir, args.to_hf, checkpoint=args.checkpoint, dtype=args.hf_dtype,
-                  max_shard_bytes=int(args.max_shard_gb * 2**30))
+                  max_shard_bytes=int(args.max_shard_gb * 2**30), overwrite=args.overwrite)
             what = f'jaxlm run {args.workdir} -> {args.to_hf}'
-    except ConversionError as e:
-        print(f'conversion error: {e}', file=sys.stderr)
-        return 1
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        return report(e, 'python -m jaxlm.convert')
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f'converted {what} in {time.perf_counter() - t0:.1f}s; peak RSS {rss:.2f} GiB')
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from absl import app, flags
+from absl import flags
+
+from jaxlm import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by jaxlm.train.')
 _CHECKPOINT = flags.DEFINE_string(
@@ -29,10 +31,7 @@ def main(argv: list[str]) -> None:
     from jaxlm.inference.decode import generate  # noqa: PLC0415
     from jaxlm.inference.load import load_run  # noqa: PLC0415
 
-    try:
-        run = load_run(_WORKDIR.value, _CHECKPOINT.value)
-    except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
+    run = load_run(_WORKDIR.value, _CHECKPOINT.value)
     model, params, tokenizer, step = run.model, run.params, run.tokenizer, run.step
     prompts = [[tokenizer.bos_id] + tokenizer.encode(p) for p in _PROMPT.value]
     outs = generate(model, params, prompts, max_new_tokens=_MAX_NEW.value,
@@ -45,4 +44,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, 'jaxlm.sample')

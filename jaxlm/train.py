@@ -1,20 +1,28 @@
 """Train a model: python -m jaxlm.train --config experiments/tiny.py --workdir DIR [--config.x=y].
 
+`--show_config` prints the resolved config, every field with its value, and exits.
+
 Multi-host: start the same command on every host (SLURM and TPU pods are detected), or add
 `--coordinator_address=host:port --num_processes=N --process_id=i`; the workdir must be shared.
 
 Running the same command again on the same workdir resumes from its latest checkpoint; raising
-`--config.num_train_steps` continues the same run.
+`--config.num_train_steps` continues the same run. A config that does not fit the workdir's run is
+refused; `--fresh` starts the workdir over (its checkpoints are moved aside). On SIGTERM the run
+saves a checkpoint at the next step boundary and exits with status 143 (128 + SIGTERM), so that
+a scheduler restarts it; the same command resumes it.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxlm.config import ConfigError
+from jaxlm import cli
+from jaxlm.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (get_config).',
                                           lock_config=True)
@@ -24,12 +32,22 @@ _COORDINATOR = flags.DEFINE_string(
     'JAX_COORDINATOR_ADDRESS, SLURM or a TPU pod; see jaxlm/distributed.py).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_SHOW_CONFIG = flags.DEFINE_bool(
+    'show_config', False, 'Print the resolved config (every field, overrides applied) and exit.')
+_FRESH = flags.DEFINE_bool(
+    'fresh', False, 'Start the workdir over instead of resuming: its checkpoints are moved to '
+    'checkpoints.previous-<time>, not deleted.')
+flags.mark_flags_as_required(['config'])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    if _SHOW_CONFIG.value:
+        print(_CONFIG.value, end='')
+        return
+    if not _WORKDIR.value:
+        raise UserError('--workdir is required (the run directory to create or resume)')
     for name in ('absl', 'jax._src.xla_bridge'):  # backend probing noise on CPU hosts
         logging.getLogger(name).setLevel(logging.WARNING)
     from jaxlm.distributed import maybe_initialize  # noqa: PLC0415 (before any JAX backend use)
@@ -41,11 +59,9 @@ def main(argv: list[str]) -> None:
         from jaxlm.evaluation.periodic import make_eval_hook  # noqa: PLC0415
 
         hook = make_eval_hook(cfg)
-    try:
-        train(cfg, _WORKDIR.value, eval_hook=hook)
-    except ConfigError as e:
-        raise SystemExit(f'config error: {e}') from None
+    if train(cfg, _WORKDIR.value, eval_hook=hook, fresh=_FRESH.value)['preempted']:
+        sys.exit(128 + signal.SIGTERM)  # saved, not finished: a scheduler should run it again
 
 
 if __name__ == '__main__':
-    app.run(main)
+    cli.run(main, 'jaxlm.train')

@@ -47,6 +47,26 @@ def small_config(data_dir: pathlib.Path, **mesh):
     return c
 
 
+def train_command(tmp_path: pathlib.Path, data_dir: pathlib.Path, workdir: pathlib.Path,
+                  **fields) -> list[str]:
+    """`python -m jaxlm.train` on `small_config` with the (2, 2, 2) mesh and the top-level
+    `fields` set, written as a config file under `tmp_path`."""
+    import textwrap
+
+    config_file = tmp_path / 'small_config.py'
+    config_file.write_text(textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+        from conftest import small_config
+
+        def get_config():
+            c = small_config({str(data_dir)!r}, data=2, fsdp=2, tensor=2)
+            c.update({fields!r})
+            return c
+    '''))
+    return [sys.executable, '-m', 'jaxlm.train', f'--config={config_file}', f'--workdir={workdir}']
+
+
 def read_metrics(workdir) -> list[dict]:
     import json
 

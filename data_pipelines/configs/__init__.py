@@ -3,26 +3,40 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from data_pipelines.decontamination import BENCHMARKS
-from data_pipelines.readers import FORMATS, TEXT_SPLITS
+from data_pipelines.readers import FORMATS, READER_OPTIONS, TEXT_SPLITS
 from data_pipelines.stages import STAGE_NAMES
+from jaxlm.config import ConfigError
 
 # FineWeb's order (`examples/fineweb.py`): language, Gopher repetition, Gopher quality, C4,
 # FineWeb; then safety, PII and decontamination, which see only text that will be kept.
 DEFAULT_STAGES = ('normalize', 'language', 'gopher_repetition', 'gopher_quality', 'c4', 'fineweb',
                   'bad_words', 'pii', 'decontamination')
+# What a source may set (`source()`); the reader options are passed to `readers.read_file`.
+SOURCE_KEYS = ('paths', 'format', 'licence', 'weight', 'description', 'creators', 'timeframe',
+               'root', 'num_shards', *READER_OPTIONS)
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = 'curated'
     c.description = ''  # the datasheet's motivation paragraph
-    c.data_dir = ''  # inputs, eval sets and word lists; '' = $JAXLM_DATA_DIR or ../shared/data
-    # name -> {paths: globs under data_dir/root, format, text_field, id_field, text_split,
-    #          licence, weight, description}
+    c.data_dir = ''  # inputs, eval sets and word lists; '' = $JAXLM_DATA_DIR
+    # name -> source(): {paths: globs under data_dir/root, format, licence, weight, ...SOURCE_KEYS}
     c.sources = ml_collections.ConfigDict()
+    # The datasheet's answers that no statistic gives (Gebru et al.); '' is shown as N/A.
+    c.datasheet = ml_collections.ConfigDict(dict(
+        creators='',  # who built the dataset, for whom
+        contact='',  # where to report a problem or ask for a removal
+        offensive_content='',  # what offensive or toxic text may remain after the safety stages
+        personal_information='',  # what personal data may remain after the pii stage
+        uses='',  # what it is for
+        not_for='',  # uses it is unfit for
+        maintenance=''))  # who maintains it, how it is updated, how errors are corrected
     c.stages = DEFAULT_STAGES
     c.max_examples_per_reason = 3  # removed documents quoted per reason in stats and datasheet
 
@@ -64,46 +78,61 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def source(paths, fmt: str, licence: str, weight: float = 1.0, description: str = '',
-           **options) -> ml_collections.ConfigDict:
-    """One input source: `paths` are globs under the data dir (or under `root=` there)."""
+           creators: str = '', timeframe: str = '', **options) -> ml_collections.ConfigDict:
+    """One input source: `paths` are globs under the data dir (or under `root=` there);
+    `creators` and `timeframe` (who wrote or collected it, and when) go to the datasheet.
+    A book source (`gutenberg_body=True`) unwraps its hard-wrapped lines unless told not to."""
+    if options.get('gutenberg_body'):
+        options.setdefault('unwrap_lines', True)
     return ml_collections.ConfigDict(dict(paths=tuple(paths), format=fmt, licence=licence,
-                                          weight=weight, description=description, **options))
+                                          weight=weight, description=description,
+                                          creators=creators, timeframe=timeframe, **options))
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first bad field."""
+    """Raises ConfigError naming the first bad field."""
     if not c.sources:
-        raise ValueError('config.sources: at least one source is needed')
+        raise ConfigError('config.sources: at least one source is needed')
     for name, s in c.sources.items():
-        if s.format not in FORMATS:
-            raise ValueError(f'config.sources.{name}.format: {s.format!r} is not one of {FORMATS}')
-        if s.get('text_split', 'file') not in TEXT_SPLITS:
-            raise ValueError(f'config.sources.{name}.text_split: {s.text_split!r} is not one of '
-                             f'{TEXT_SPLITS}')
-        if not s.paths:
-            raise ValueError(f'config.sources.{name}.paths: empty')
-        if not (s.weight >= 0):
-            raise ValueError(f'config.sources.{name}.weight: must be >= 0, got {s.weight}')
-        if not s.licence:
-            raise ValueError(f'config.sources.{name}.licence: every source needs its licence')
+        _validate_source(name, s)
     for stage in c.stages:
         if stage not in STAGE_NAMES:
-            raise ValueError(f'config.stages: unknown stage {stage!r}; known: {list(STAGE_NAMES)}')
+            raise ConfigError(f'config.stages: unknown stage {stage!r}; known: {list(STAGE_NAMES)}')
     if len(set(c.stages)) != len(c.stages):
-        raise ValueError(f'config.stages: a stage is listed twice: {list(c.stages)}')
+        raise ConfigError(f'config.stages: a stage is listed twice: {list(c.stages)}')
     if 'toxicity' in c.stages and not c.toxicity.classifier:
-        raise ValueError("config.toxicity.classifier: the toxicity stage needs 'module:function'")
+        raise ConfigError("config.toxicity.classifier: the toxicity stage needs 'module:function'")
     if not 0 <= c.language.min_score <= 1:
-        raise ValueError(f'config.language.min_score: must be in [0, 1], got '
-                         f'{c.language.min_score}')
+        raise ConfigError(f'config.language.min_score: must be in [0, 1], got '
+                          f'{c.language.min_score}')
     for b in c.decontamination.benchmarks:
         if b not in BENCHMARKS:
-            raise ValueError(f'config.decontamination.benchmarks: unknown {b!r}; known: '
-                             f'{sorted(BENCHMARKS)}')
+            raise ConfigError(f'config.decontamination.benchmarks: unknown {b!r}; known: '
+                              f'{sorted(BENCHMARKS)}')
     if c.decontamination.ngram_size < 1:
-        raise ValueError('config.decontamination.ngram_size: must be >= 1')
+        raise ConfigError('config.decontamination.ngram_size: must be >= 1')
     if c.tokenizer.kind not in ('sentencepiece', 'hf_bpe'):
-        raise ValueError(f"config.tokenizer.kind: {c.tokenizer.kind!r} is not 'sentencepiece' "
-                         f"or 'hf_bpe'")
+        raise ConfigError(f"config.tokenizer.kind: {c.tokenizer.kind!r} is not 'sentencepiece' "
+                          f"or 'hf_bpe'")
     if c.shards.num_output_shards < 1:
-        raise ValueError('config.shards.num_output_shards: must be >= 1')
+        raise ConfigError('config.shards.num_output_shards: must be >= 1')
+
+
+def _validate_source(name: str, s: ml_collections.ConfigDict) -> None:
+    field = f'config.sources.{name}'
+    unknown = sorted(set(s) - set(SOURCE_KEYS))
+    if unknown:
+        raise ConfigError(f'{field}: unknown setting(s) {unknown}; known: {list(SOURCE_KEYS)}')
+    for key in ('paths', 'format', 'licence'):
+        if not s.get(key):
+            raise ConfigError(f'{field}.{key}: missing or empty; every source needs it (use '
+                              'data_pipelines.configs.source())')
+    if s.format not in FORMATS:
+        raise ConfigError(f'{field}.format: {s.format!r} is not one of {FORMATS}')
+    if s.get('text_split', 'file') not in TEXT_SPLITS:
+        raise ConfigError(f'{field}.text_split: {s.text_split!r} is not one of {TEXT_SPLITS}')
+    weight = s.get('weight', 1.0)
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ConfigError(f'{field}.weight: must be a finite number >= 0, got {weight}')
+    if s.get('num_shards', 1) < 1:
+        raise ConfigError(f'{field}.num_shards: must be >= 1, got {s.num_shards}')

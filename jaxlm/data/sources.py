@@ -18,11 +18,21 @@ import tempfile
 import urllib.request
 from collections.abc import Iterable, Iterator
 
+from jaxlm.errors import UserError
+
 DATA_DIR_ENV = "JAXLM_DATA_DIR"
 CACHE_DIR_ENV = "JAXLM_CACHE_DIR"
 _CORPUS_SUFFIXES = (".txt", ".jsonl", ".json")
 _MAX_EXAMPLES = 10  # problems quoted in stats['examples']; counts are always complete
 _DOWNLOAD_TIMEOUT_S = 60
+
+
+class DataError(UserError, ValueError):
+    """A corpus that is absent, unreachable or corrupt; the message names it and the fix."""
+
+
+class CorpusNotFoundError(DataError, FileNotFoundError):
+    """A corpus file that is neither in the data directory nor downloadable."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +155,7 @@ def sha256_file(path: pathlib.Path) -> str:
 def _check_sha256(path: pathlib.Path, expected: str) -> None:
     actual = sha256_file(path)
     if actual != expected:
-        raise ValueError(
+        raise DataError(
             f"sha256 mismatch for {path}: expected {expected}, got {actual}. "
             "The file is corrupt or a different version; replace it."
         )
@@ -169,7 +179,7 @@ def _download(url: str, dest: pathlib.Path, expected_sha256: str) -> None:
                 out.write(block)
         actual = h.hexdigest()
         if actual != expected_sha256:
-            raise ValueError(
+            raise DataError(
                 f"sha256 mismatch for {dest.name} downloaded from {url}: "
                 f"expected {expected_sha256}, got {actual}"
             )
@@ -191,7 +201,7 @@ def _resolve_registered(
             paths.append(local)
             continue
         if entry.url is None:
-            raise FileNotFoundError(
+            raise CorpusNotFoundError(
                 f"corpus {name!r}: file {entry.path} not found"
                 + (f" under {data_root}" if data_root else "")
                 + f" and it has no download URL; set {DATA_DIR_ENV} to a directory "
@@ -200,7 +210,14 @@ def _resolve_registered(
         cached = cache_root / entry.path
         # A cached file with the wrong hash (e.g. truncated by hand) is re-fetched.
         if not (cached.exists() and sha256_file(cached) == entry.sha256):
-            _download(entry.url, cached, entry.sha256)
+            try:
+                _download(entry.url, cached, entry.sha256)
+            except OSError as e:  # urllib's URLError too: no network, DNS, HTTP errors
+                raise CorpusNotFoundError(
+                    f"corpus {name!r}: {entry.path} is not under "
+                    f"{data_root or f'${DATA_DIR_ENV} (unset)'} and downloading {entry.url} "
+                    f"failed ({getattr(e, 'reason', e)}); set {DATA_DIR_ENV} to a directory "
+                    f"containing {entry.path}") from e
         paths.append(cached)
     return paths
 
@@ -221,7 +238,7 @@ def resolve_corpus(
             p for p in path.rglob("*") if p.is_file() and p.suffix in _CORPUS_SUFFIXES
         )
         if not files:
-            raise ValueError(f"directory {path} has no {'/'.join(_CORPUS_SUFFIXES)} files")
+            raise DataError(f"directory {path} has no {'/'.join(_CORPUS_SUFFIXES)} files")
         return files
     if glob.has_magic(name_or_path):
         matches = sorted(pathlib.Path(p) for p in glob.glob(str(path), recursive=True))
@@ -230,7 +247,7 @@ def resolve_corpus(
             return files
     if name_or_path in CORPORA:
         return _resolve_registered(name_or_path, data_dir, cache_dir)
-    raise ValueError(
+    raise DataError(
         f"corpus {name_or_path!r} is neither an existing file/directory/glob nor a "
         f"known corpus (known: {', '.join(sorted(CORPORA))}). Known corpora are read "
         f"from ${DATA_DIR_ENV} or downloaded."
@@ -318,7 +335,7 @@ def read_documents(
     for p in paths:
         path = pathlib.Path(p)
         if path.suffix not in _CORPUS_SUFFIXES:
-            raise ValueError(
+            raise DataError(
                 f"unsupported corpus file {path}: expected one of {_CORPUS_SUFFIXES}"
             )
         yield from _read_file(path, text_field, stats)

@@ -3,7 +3,10 @@
 `loglikelihood`, `loglikelihood_rolling` and `generate_until` follow lm-evaluation-harness 0.4
 (`lm_eval/models/huggingface.py`, `lm_eval/utils.py:get_rolling_token_windows`) so that scores
 mean the same as the harness's: the same context/continuation split at the token boundary, the
-same left truncation, the same rolling windows.
+same left truncation, the same rolling windows. Where the harness truncates silently (or refuses
+a continuation longer than the context, which is scored here in rolling windows, never in part),
+the tasks ask `loglikelihood_truncated` / `generate_until_truncated` and report how many
+documents did not fit.
 
 Batches are formed within length buckets and padded to a fixed [batch_size, bucket] shape, so a
 request is always computed by the same compiled program on the same shape, whatever else is in
@@ -25,6 +28,7 @@ from jaxlm.inference.decode import generate
 from jaxlm.models.transformer import Transformer
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
+DEFAULT_MAX_GEN_TOKS = 256  # the harness's HFLM default when a request sets no max_gen_toks
 
 
 def rolling_token_windows(tokens: list[int], prefix_token: int, max_seq_len: int,
@@ -65,11 +69,12 @@ class JaxLM:
         self._score = jax.jit(self._score_fn)
 
     @classmethod
-    def from_workdir(cls, workdir: str, checkpoint: str | None = None,
-                     **kwargs: Any) -> JaxLM:
+    def from_workdir(cls, workdir: str, checkpoint: str | None = None, *,
+                     dtype: str | None = None, **kwargs: Any) -> JaxLM:
+        """`dtype` overrides the run's compute dtype (e.g. 'float32' for harness parity)."""
         from jaxlm.inference.load import load_run  # noqa: PLC0415
 
-        run = load_run(workdir, checkpoint)
+        run = load_run(workdir, checkpoint, dtype=dtype)
         lm = cls(run.model, run.params, run.tokenizer, **kwargs)
         lm.step, lm.config = run.step, run.config
         return lm
@@ -103,11 +108,30 @@ class JaxLM:
     def loglikelihood_tokens(self, pairs: Sequence[TokenPair],
                              progress: Callable[[int], None] | None = None
                              ) -> list[tuple[float, bool]]:
-        """Sum of log p(continuation | context) and whether greedy decoding would produce it."""
-        rows = []
-        for ctx, cont in pairs:
+        """Sum of log p(continuation | context) and whether greedy decoding would produce it.
+
+        A context that does not fit is cut on the left, `(context + continuation)[-(max_length
+        + 1):]` (the harness's rule). A continuation longer than max_length, which the harness
+        refuses, is scored in consecutive pieces of max_length tokens, each with as much left
+        context as fits (the harness's rolling windows): every token is predicted once."""
+        pieces, owner = [], []
+        for i, (ctx, cont) in enumerate(pairs):
             if not cont:
                 raise ValueError('empty continuation: nothing to score')
+            for start in range(0, len(cont), self.max_length):
+                pieces.append((ctx + cont[:start], cont[start:start + self.max_length]))
+                owner.append(i)
+        totals, greedy = [0.0] * len(pairs), [True] * len(pairs)
+        for i, (lp, is_greedy) in zip(owner, self._score_pieces(pieces, progress), strict=True):
+            totals[i] += lp
+            greedy[i] = greedy[i] and is_greedy
+        return list(zip(totals, greedy, strict=True))
+
+    def _score_pieces(self, pieces: Sequence[TokenPair],
+                      progress: Callable[[int], None] | None) -> list[tuple[float, bool]]:
+        """`loglikelihood_tokens` of continuations of at most max_length tokens."""
+        rows = []
+        for ctx, cont in pieces:
             full = (ctx + cont)[-(self.max_length + 1):]
             rows.append((full[:-1], full[1:], len(cont)))
         results: list[tuple[float, bool] | None] = [None] * len(rows)
@@ -137,6 +161,12 @@ class JaxLM:
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self.loglikelihood_tokens([self.encode_pair(c, x) for c, x in requests])
 
+    def loglikelihood_truncated(self, requests: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether a request does not fit the model: `loglikelihood` scores it on a context cut
+        on the left (and a continuation longer than max_length in rolling windows)."""
+        pairs = (self.encode_pair(c, x) for c, x in requests)
+        return [len(ctx) + len(cont) > self.max_length + 1 for ctx, cont in pairs]
+
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         """Total log-likelihood of each text, every token predicted once (perplexity)."""
         windows, owner = [], []
@@ -159,17 +189,12 @@ class JaxLM:
         outputs: list[str] = [''] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, (_, kw) in enumerate(requests):
-            key = (int(kw.get('max_gen_toks', 256)), float(kw.get('temperature', 0.0)))
-            groups.setdefault(key, []).append(i)
+            groups.setdefault((self._max_gen(kw), float(kw.get('temperature', 0.0))), []).append(i)
         for (max_gen, temperature), idx in groups.items():
-            # The harness's default of 256 new tokens would fill a small model's whole context:
-            # keep at least half of it for the prompt.
-            max_gen = min(max_gen, self.max_length // 2)
-            budget = self.max_length - max_gen
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                encoded = [self.tokenizer.encode(requests[i][0]) for i in chunk]
-                prompts = [(self._prefix(e) + e)[-budget:] for e in encoded]
+                prompts = [self._prompt(requests[i][0])[-(self.max_length - max_gen):]
+                           for i in chunk]
                 new = generate(self.model, self.params, prompts, max_new_tokens=max_gen,
                                temperature=temperature, eos_id=self.tokenizer.eos_id)
                 for i, toks in zip(chunk, new, strict=True):
@@ -179,3 +204,19 @@ class JaxLM:
                             text = text[:text.index(stop)]
                     outputs[i] = text
         return outputs
+
+    def generate_until_truncated(self, requests: Sequence[tuple[str, dict[str, Any]]]
+                                 ) -> list[bool]:
+        """Whether `generate_until` cuts each prompt on the left to leave room for the new
+        tokens (the harness refuses to run such a request at all)."""
+        return [len(self._prompt(ctx)) > self.max_length - self._max_gen(kw)
+                for ctx, kw in requests]
+
+    def _max_gen(self, kw: dict[str, Any]) -> int:
+        # The harness's default of 256 new tokens would fill a small model's whole context:
+        # keep at least half of it for the prompt.
+        return min(int(kw.get('max_gen_toks', DEFAULT_MAX_GEN_TOKS)), self.max_length // 2)
+
+    def _prompt(self, context: str) -> list[int]:
+        encoded = self.tokenizer.encode(context)
+        return self._prefix(encoded) + encoded

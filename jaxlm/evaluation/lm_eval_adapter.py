@@ -26,11 +26,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import normalize_gen_kwargs
 
-from jaxlm.evaluation.lm import JaxLM
+from jaxlm.evaluation.lm import DEFAULT_MAX_GEN_TOKS, JaxLM
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_GEN_TOKS = 256  # the harness's HFLM default when a task sets no max_gen_toks
 
 
 @register_model('jaxlm')

@@ -81,11 +81,13 @@ class MultipleChoiceTask(Task):
                             for d in docs]
         flat = [r for reqs in per_doc_requests for r in reqs]
         scores = iter(lm.loglikelihood(flat))
+        truncated = iter(lm.loglikelihood_truncated(flat))
         per_doc = []
         for i, (doc, reqs) in enumerate(zip(docs, per_doc_requests, strict=True)):
             lls = [next(scores)[0] for _ in reqs]
+            cut = [next(truncated) for _ in reqs]
             per_doc.append(score_choices(i, doc['gold'], lls, self.doc_to_choices(doc))
-                           | self.doc_fields(doc))
+                           | {'truncated': any(cut)} | self.doc_fields(doc))
         chance = float(np.mean([1.0 / len(self.doc_to_choices(d)) for d in docs] or [0.0]))
         metrics = self.aggregate(per_doc) if per_doc else {}
         return TaskResult(
@@ -93,7 +95,7 @@ class MultipleChoiceTask(Task):
             baseline={m: chance for m in metrics},  # every metric here is an accuracy
             stderr={m: mean_stderr([d[m] for d in per_doc]) for m in self.metric_names
                     if len(per_doc) > 1},
-            num_requests=len(flat))
+            num_requests=len(flat), truncated_docs=sum(d['truncated'] for d in per_doc))
 
 
 def score_choices(doc_id: int, gold: int, lls: list[float], choices: list[str]) -> dict[str, Any]:

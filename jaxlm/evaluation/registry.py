@@ -6,10 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from jaxlm.errors import UserError
 from jaxlm.evaluation.task import Task
 
 T = TypeVar('T', bound=type[Task])
 _TASKS: dict[str, type[Task]] = {}
+
+
+class UnknownTaskError(UserError, LookupError):
+    """A task name that no module registers."""
 
 
 def register(name: str) -> Callable[[T], T]:
@@ -30,7 +35,7 @@ def get_task(name: str, **options: Any) -> Task:
     """A new instance of the task; `options` go to its constructor (e.g. `split=`)."""
     _load_builtin()
     if name not in _TASKS:
-        raise KeyError(f'unknown task {name!r}; known: {", ".join(list_tasks())}')
+        raise UnknownTaskError(f'unknown task {name!r}; known tasks: {", ".join(list_tasks())}')
     return _TASKS[name](**options)
 
 

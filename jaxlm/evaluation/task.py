@@ -24,6 +24,9 @@ class TaskResult:
     baseline: dict[str, float]  # what chance (or a uniform byte model) scores on each metric
     stderr: dict[str, float] = dataclasses.field(default_factory=dict)
     num_requests: int = 0  # LM requests issued, for throughput
+    # Documents scored on a context (or generated from a prompt) cut on the left to fit the
+    # model: the harness truncates loglikelihood contexts silently and refuses such prompts.
+    truncated_docs: int = 0
 
 
 class Task(abc.ABC):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm.errors import UserError
 from jaxlm.models.transformer import init_cache
 
 _MIN_BUCKET = 16
@@ -67,17 +69,38 @@ def bucket_length(n: int, cap: int) -> int:
     return min(b, cap) if n <= cap else b
 
 
+class SamplingError(UserError, ValueError):
+    """Sampling arguments or prompts that `generate` cannot honour."""
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """Raises SamplingError for settings outside their meaning (see `sample_logits`)."""
+    if not temperature >= 0:
+        raise SamplingError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+    if top_k < 0:
+        raise SamplingError(f'top_k must be >= 0 (0 = no top-k filtering), got {top_k}')
+    if not 0 < top_p <= 1:
+        raise SamplingError(f'top_p must be in (0, 1] (1 = no nucleus filtering; a tiny value '
+                            f'keeps only the most likely token), got {top_p}')
+
+
 def _check(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> np.ndarray:
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError('every prompt needs at least one token (e.g. BOS)')
+        raise SamplingError('every prompt needs at least one token (e.g. BOS)')
     if max_new_tokens < 1:
-        raise ValueError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
+        raise SamplingError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
     lengths = np.array([len(p) for p in prompts], np.int32)
     total = int(lengths.max()) + max_new_tokens
     max_len = model.cfg.max_seq_len
-    if total > max_len and model.cfg.positions == 'learned':
-        raise ValueError(f'prompt + max_new_tokens = {total} exceeds model.max_seq_len {max_len} '
-                         '(learned position embeddings have no entry beyond it)')
+    if total > max_len:
+        beyond = (f'prompt ({int(lengths.max())} tokens) + max_new_tokens ({max_new_tokens}) = '
+                  f'{total} positions, beyond the trained context (model.max_seq_len '
+                  f'{max_len})')
+        if model.cfg.positions == 'learned':
+            raise SamplingError(f'{beyond}: learned position embeddings have no entry there; '
+                                'shorten the prompt or lower max_new_tokens')
+        logging.warning('%s: %s positions were never trained, expect degraded text', beyond,
+                        model.cfg.positions)
     return lengths
 
 
@@ -269,6 +292,7 @@ def generate_with_logits(model: nn.Module, params: Any, prompts: Sequence[Sequen
                          mesh: Any = None, rules: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Exactly `max_new_tokens` new tokens per prompt (no stopping) and the float32 logits each
     was sampled from: arrays [batch, max_new_tokens] and [batch, max_new_tokens, vocab]."""
+    check_sampling(temperature, top_k, top_p)
     if use_cache:
         return _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
                            seed, _stop_array(None, None), True, mesh, rules)
@@ -288,7 +312,10 @@ def generate(model: nn.Module, params: Any, prompts: Sequence[Sequence[int]], *,
 
     temperature 0 is greedy; otherwise top_k (0: off) then top_p (1.0: off) filter the
     distribution. A given seed gives the same tokens every time. use_cache=False is the slow
-    full-recompute reference path."""
+    full-recompute reference path. Settings outside these meanings raise SamplingError; a
+    prompt running past the trained context raises it too with learned positions, and warns
+    with relative ones (RoPE, ALiBi, ...)."""
+    check_sampling(temperature, top_k, top_p)
     stop_ids = _stop_array(eos_id, stop_token_ids)
     if use_cache:
         out, _ = _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p,

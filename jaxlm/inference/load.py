@@ -8,13 +8,14 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from jaxlm.data.grain_pipeline import tokenizer_only
 from jaxlm.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
 from jaxlm.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
 from jaxlm.models.transformer import Transformer
-from jaxlm.trainer.checkpoint import restore_params, split_checkpoint_path
+from jaxlm.trainer.checkpoint import CheckpointError, restore_params, split_checkpoint_path
 from jaxlm.trainer.loop import TOKENIZER_FILE, build_model
 from jaxlm.trainer.state import param_abstract
 
@@ -29,17 +30,43 @@ class LoadedRun:
     workdir: str
 
 
-def load_run(workdir: str, checkpoint: str | None = None) -> LoadedRun:
+def load_run(workdir: str, checkpoint: str | None = None, *,
+             dtype: str | None = None) -> LoadedRun:
     """Reads `workdir/config.json` and a checkpoint onto the first local device: `checkpoint` is
     a checkpoints directory (its latest step is used; default `workdir/checkpoints`, or the
     config's `init_params_from` while the run has no checkpoint of its own) or one step's
-    directory inside it (`.../checkpoints/1200`)."""
+    directory inside it (`.../checkpoints/1200`). `dtype` overrides the compute dtype the run
+    trained with (e.g. 'float32'; parameters keep their stored dtype).
+
+    Raises CheckpointError when there is no checkpoint, or when the parameters are not all
+    finite (a diverged run scores and samples garbage without any other sign)."""
     cfg = read_run_config(workdir)
+    if dtype is not None:
+        cfg.model.dtype = dtype
     model = build_model(cfg)
     directory, step = checkpoint_location(workdir, cfg, checkpoint)
+    if checkpoint is None and not _has_steps(directory):
+        raise CheckpointError(f'{workdir} has no checkpoint yet ({directory} holds no step): '
+                              'train it first, or pass --checkpoint')
     abstract = param_abstract(model, cfg.data.seq_len, local_device())
     step, params = restore_params(directory, abstract, step=step)
+    _require_finite(params, os.path.join(directory, str(step)))
     return LoadedRun(cfg, model, _tokenizer(workdir, cfg), params, step, workdir)
+
+
+def _all_finite(x: jax.Array) -> jax.Array:
+    return jnp.isfinite(x).all()
+
+
+def _require_finite(params: Any, where: str) -> None:
+    finite = jax.device_get(jax.tree.map(_all_finite, params))
+    bad = [jax.tree_util.keystr(path) for path, ok in
+           jax.tree_util.tree_leaves_with_path(finite) if not ok]
+    if bad:
+        raise CheckpointError(
+            f'checkpoint {where} has non-finite parameters ({len(bad)} arrays, e.g. {bad[0]}): '
+            'the run diverged before this step; pass --checkpoint with an earlier step '
+            f'({os.path.dirname(where)}/STEP)')
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:

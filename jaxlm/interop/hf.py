@@ -4,7 +4,8 @@ Tensors are streamed: HF -> jaxlm reads each safetensors tensor with `safe_open(
 reshapes it into jaxlm's layout and writes it into its scanned [num_layers, ...] array; each
 completed array is saved (orbax partial saving) and freed before the next is read, so memory holds
 about one stacked parameter, never the model. jaxlm -> HF writes shards (default 5 GB) one after
-the other from the restored parameters.
+the other from the restored parameters. Both directions write into a staging folder beside the
+output, which replaces it only when complete (`staged`).
 
 The jaxlm run written from an HF folder is a run directory before its first step: config.json
 with `init_params_from` pointing at a parameters-only orbax checkpoint `params/0` (no optimizer
@@ -16,18 +17,24 @@ it with a fresh optimizer state and saves its own `checkpoints/`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fnmatch
+import functools
 import glob
 import json
 import logging
 import math
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ml_dtypes
 import numpy as np
+
+from jaxlm.errors import UserError
 
 ARCHITECTURES = {'GPT2LMHeadModel': 'gpt2', 'LlamaForCausalLM': 'llama',
                  'MistralForCausalLM': 'mistral', 'T5ForConditionalGeneration': 't5'}
@@ -43,19 +50,28 @@ _IGNORED_SUFFIXES = ('.attn.bias', '.attn.masked_bias', 'rotary_emb.inv_freq')
 _TIED_COPIES = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A checkpoint that cannot be converted; the message names the tensor or field."""
 
 
 # ------------------------------------------------------------------------------- configs
 
 
+def read_json(path: str) -> Any:
+    """A JSON file of a checkpoint; malformed JSON is a ConversionError naming the file."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f'{path} is not valid JSON ({e}): re-download or re-save '
+                                  'the checkpoint') from e
+
+
 def read_hf_config(directory: str) -> dict[str, Any]:
     path = os.path.join(directory, 'config.json')
     if not os.path.exists(path):
         raise ConversionError(f'{path} not found: is {directory!r} a Hugging Face model folder?')
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def family_of(hf: dict[str, Any]) -> str:
@@ -435,15 +451,13 @@ class SafetensorsFolder:
     (else every *.safetensors); `get` reads one tensor."""
 
     def __init__(self, directory: str) -> None:
-        from safetensors import safe_open  # noqa: PLC0415
-
-        self._open = lambda f: safe_open(f, framework='numpy')
         self.aliases: dict[str, str] = {}  # name -> stored name of a tied tensor
         index = os.path.join(directory, 'model.safetensors.index.json')
         single = os.path.join(directory, 'model.safetensors')
         if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f)['weight_map']
+            weight_map = read_json(index).get('weight_map')
+            if not isinstance(weight_map, dict):
+                raise ConversionError(f'{index} has no "weight_map" (tensor name -> shard file)')
             self.files = {n: os.path.join(directory, s) for n, s in weight_map.items()}
         else:
             paths = [single] if os.path.exists(single) else sorted(
@@ -453,8 +467,7 @@ class SafetensorsFolder:
                                       'are not read: re-save with safe_serialization=True)')
             self.files = {}
             for path in paths:
-                with self._open(path) as f:
-                    self.files.update({n: path for n in f.keys()})  # noqa: SIM118
+                self.files.update({n: path for n in _read_safetensors(path, _keys)})
 
     def names(self) -> set[str]:
         return set(self.files)
@@ -475,13 +488,33 @@ class SafetensorsFolder:
         stored = self.resolve(name)
         if stored is None:
             raise ConversionError(f'missing tensor {name!r} in the checkpoint')
-        with self._open(self.files[stored]) as f:
-            arr = f.get_tensor(stored)
+        arr = _read_safetensors(self.files[stored], functools.partial(_tensor, stored))
         if arr.dtype not in _FLOAT_DTYPES:
             raise ConversionError(f'tensor {name!r} has unexpected dtype {arr.dtype} (expected '
                                   'float32, bfloat16 or float16; quantized checkpoints are not '
                                   'supported)')
         return arr
+
+
+def _keys(f: Any) -> list[str]:
+    return list(f.keys())
+
+
+def _tensor(name: str, f: Any) -> np.ndarray:
+    return f.get_tensor(name)
+
+
+def _read_safetensors(path: str, read: Callable[[Any], Any]) -> Any:
+    """`read(f)` of the open safetensors file `path`; a corrupt or truncated file (the library
+    raises its own SafetensorError, not an OSError) is a ConversionError naming it."""
+    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+
+    try:
+        with safe_open(path, framework='numpy') as f:
+            return read(f)
+    except SafetensorError as e:
+        raise ConversionError(f'{path} is not a readable safetensors file ({e}): re-download '
+                              'it or re-save the model with safe_serialization=True') from e
 
 
 def _get(tree: Any, path: Path) -> Any:
@@ -565,29 +598,88 @@ def checked_params(leaves: Iterable[tuple[Path, Any]], model: Any,
         raise ConversionError(f'parameters missing after conversion: {missing[:8]}')
 
 
+# ------------------------------------------------------------------------------- output folders
+
+
+# What marks a folder as a jaxlm run / an HF model folder, i.e. one that --overwrite may replace.
+RUN_MARKERS = ('config.json', 'params', 'checkpoints')
+HF_MARKERS = ('config.json', '*.safetensors', 'model.safetensors.index.json')
+
+
+def _overlap(a: str, b: str) -> bool:
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return os.path.commonpath([a, b]) in (a, b)
+
+
+def check_target(target: str, source: str, kind: str, markers: tuple[str, ...],
+                 overwrite: bool) -> None:
+    """Raises unless `target` may receive a `kind`: new, empty, or (with `overwrite`) a `kind`
+    already, identified by `markers`. A folder of anything else is never replaced, nor one that
+    holds or is inside `source`."""
+    if _overlap(target, source):
+        raise ConversionError(f'{target} and {source} overlap: write the {kind} to a folder '
+                              f'outside {source}')
+    if not os.path.exists(target):
+        return
+    if not os.path.isdir(target):
+        raise ConversionError(f'{target} exists and is not a folder: choose a new folder')
+    entries = os.listdir(target)
+    if not entries:
+        return
+    if not any(fnmatch.filter(entries, pattern) for pattern in markers):
+        raise ConversionError(f'{target} is not empty and does not hold a {kind}: not replacing '
+                              'it; choose a new or empty folder')
+    if not overwrite:
+        raise ConversionError(f'{target} already holds a {kind}: pass --overwrite to replace '
+                              'it (all of its contents), or choose a new folder')
+
+
+@contextlib.contextmanager
+def staged(target: str) -> Iterator[str]:
+    """A new folder beside `target` to write into, which replaces `target` (old contents and all:
+    no stale shards, index or checkpoints survive) only once the block completes. On an error
+    it is removed and `target` stays as it was. Call `check_target` first."""
+    target = os.path.abspath(target)
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    stage = os.path.join(parent, f'.{name}.partial-{uuid.uuid4().hex[:8]}')
+    os.mkdir(stage)
+    try:
+        yield stage
+        if os.path.exists(target):
+            old = f'{stage}.replaced'
+            os.rename(target, old)
+            try:
+                os.rename(stage, target)
+            except BaseException:
+                os.rename(old, target)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.rename(stage, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------- jaxlm run
 
 
 PARAMS_DIR = 'params'
 
 
-def write_run(leaves: Iterable[tuple[Path, Any]], cfg: Any, workdir: str) -> None:
-    """A parameters-only checkpoint `params/0` of `leaves` (streamed, each checked against the
-    model), then config.json with `init_params_from` = workdir/params: `load_run` (sampling,
-    evaluation) reads it, and `jaxlm.train` on this workdir starts fine-tuning from it with a fresh
-    optimizer state, saving into `checkpoints/`. A conversion error leaves no checkpoint."""
+def write_run(leaves: Iterable[tuple[Path, Any]], cfg: Any, directory: str) -> None:
+    """A parameters-only checkpoint `directory/params/0` of `leaves` (streamed, each checked
+    against the model), then config.json (whose `init_params_from` names where params/ will
+    live) and config.py: `load_run` (sampling, evaluation) reads it, and `jaxlm.train` on the
+    workdir starts fine-tuning from it with a fresh optimizer state, saving into `checkpoints/`."""
     from jaxlm.trainer.checkpoint import save_params  # noqa: PLC0415
     from jaxlm.trainer.loop import build_model  # noqa: PLC0415
 
-    os.makedirs(workdir, exist_ok=True)
-    params_dir = os.path.join(os.path.abspath(workdir), PARAMS_DIR)
-    if os.path.isdir(params_dir) and os.listdir(params_dir):
-        raise ConversionError(f'{params_dir} already exists: convert into a new workdir')
-    save_params(params_dir, 0, checked_params(leaves, build_model(cfg), cfg.data.seq_len))
-    cfg.init_params_from = params_dir
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    save_params(os.path.join(directory, PARAMS_DIR), 0,
+                checked_params(leaves, build_model(cfg), cfg.data.seq_len))
+    with open(os.path.join(directory, 'config.json'), 'w') as f:
         f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
-    with open(os.path.join(workdir, 'config.py'), 'w') as f:
+    with open(os.path.join(directory, 'config.py'), 'w') as f:
         f.write(_CONFIG_PY)
 
 
@@ -617,23 +709,28 @@ def copy_tokenizer(src: str, dst: str) -> list[str]:
 
 
 def from_hf(hf_dir: str, workdir: str, *, dtype: str = 'float32',
-            param_dtype: str = 'float32') -> Any:
-    """Converts the HF folder `hf_dir` into the jaxlm run `workdir`; returns the run config."""
+            param_dtype: str = 'float32', overwrite: bool = False) -> Any:
+    """Converts the HF folder `hf_dir` into the jaxlm run `workdir`; returns the run config. An
+    existing run there is refused, or with `overwrite` replaced (see `staged`)."""
     hf = read_hf_config(hf_dir)
     cfg = jaxlm_config(hf, dtype=dtype, param_dtype=param_dtype)
+    workdir = os.path.abspath(workdir)
+    check_target(workdir, hf_dir, 'jaxlm run', RUN_MARKERS, overwrite)
     # Fine-tuning tokenizes with the model's own tokenizer, copied into the run below.
     for kind, name in (('hf', 'tokenizer.json'), ('sentencepiece', 'tokenizer.model')):
         if os.path.exists(os.path.join(hf_dir, name)):
-            cfg.data.tokenizer.update(kind=kind, path=os.path.join(os.path.abspath(workdir), name))
+            cfg.data.tokenizer.update(kind=kind, path=os.path.join(workdir, name))
             break
     else:  # weights only: sampling needs token ids, fine-tuning a --config.data.tokenizer.*
         log.warning('%s has no tokenizer.json or tokenizer.model; the run gets a byte tokenizer',
                     hf_dir)
         cfg.data.tokenizer.update(kind='byte', vocab_size=259, path='')
-    write_run(iter_hf_params(hf_dir, cfg.model, _DTYPE_NAMES[param_dtype]), cfg, workdir)
-    with open(os.path.join(workdir, HF_CONFIG_COPY), 'w') as f:
-        json.dump(hf, f, indent=2, sort_keys=True)
-    copy_tokenizer(hf_dir, workdir)
+    cfg.init_params_from = os.path.join(workdir, PARAMS_DIR)
+    with staged(workdir) as stage:
+        write_run(iter_hf_params(hf_dir, cfg.model, _DTYPE_NAMES[param_dtype]), cfg, stage)
+        with open(os.path.join(stage, HF_CONFIG_COPY), 'w') as f:
+            json.dump(hf, f, indent=2, sort_keys=True)
+        copy_tokenizer(hf_dir, stage)
     return cfg
 
 
@@ -654,12 +751,14 @@ def _iter_hf_tensors(read: Callable[[tuple[Path, ...]], list[np.ndarray]], model
 
 
 def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
-          dtype: str | None = None, max_shard_bytes: int = 5 * 2**30) -> dict[str, Any]:
-    """Writes the run in `workdir` as an HF folder: config.json, model.safetensors (or shards +
-    model.safetensors.index.json) and the tokenizer files. Returns the HF config. Parameters are
-    restored one spec at a time, so memory holds one stacked parameter plus the current shard."""
+          dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
+          overwrite: bool = False) -> dict[str, Any]:
+    """Writes the run in `workdir` as an HF folder: config.json and generation_config.json (with
+    the run tokenizer's special ids), model.safetensors (or shards + model.safetensors.index.json)
+    and the tokenizer files. Returns the HF config. A non-empty `out_dir` is refused, or with
+    `overwrite` replaced (see `staged`). Parameters are restored one spec at a time, so memory
+    holds one stacked parameter plus the current shard."""
     from flax import traverse_util  # noqa: PLC0415
-    from safetensors.numpy import save_file  # noqa: PLC0415
 
     from jaxlm.inference import load  # noqa: PLC0415
     from jaxlm.trainer.checkpoint import restore_params  # noqa: PLC0415
@@ -668,6 +767,10 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
 
     cfg = load.read_run_config(workdir)
     directory, step = load.checkpoint_location(workdir, cfg, checkpoint)
+    if step is None and not load._has_steps(directory):
+        raise ConversionError(f'{workdir} has nothing to export: no checkpoint in {directory} '
+                              '(train the run first, or name one with --checkpoint)')
+    check_target(out_dir, workdir, 'Hugging Face model', HF_MARKERS, overwrite)
     abstract = traverse_util.flatten_dict(param_abstract(
         build_model(cfg), cfg.data.seq_len, load.local_device()))
 
@@ -676,21 +779,56 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
         _, params = restore_params(directory, target, step)
         return [np.asarray(_get(params, p)) for p in paths]
 
-    base = None
     base_path = os.path.join(workdir, HF_CONFIG_COPY)
-    if os.path.exists(base_path):
-        with open(base_path) as f:
-            base = json.load(f)
+    base = read_json(base_path) if os.path.exists(base_path) else None
     dtype = dtype or (hf_dtype_name(base) if base else cfg.model.param_dtype)
-    hf = hf_config(cfg.model, base, dtype)
-    os.makedirs(out_dir, exist_ok=True)
+    ids = special_token_ids(load._tokenizer(workdir, cfg), cfg, base)
+    hf = with_ids(hf_config(cfg.model, base, dtype), ids)
+    generation_path = os.path.join(workdir, 'generation_config.json')
+    generation = with_ids(read_json(generation_path) if os.path.exists(generation_path)
+                          else {}, ids)
     np_dtype = np.dtype(_DTYPE_NAMES[dtype])
-    m = dict(cfg.model)
+    with staged(out_dir) as stage:
+        copy_tokenizer(workdir, stage)
+        write_safetensors(_iter_hf_tensors(read, cfg.model, np_dtype), cfg.model, stage,
+                          np_dtype, max_shard_bytes)
+        for name, content in (('config.json', hf), ('generation_config.json', generation)):
+            with open(os.path.join(stage, name), 'w') as f:
+                json.dump(content, f, indent=2, sort_keys=True)
+    return hf
 
-    # Plan the shards from the shapes, then write them one after the other.
+
+def special_token_ids(tokenizer: Any, cfg: Any, base: dict[str, Any] | None) -> dict[str, int]:
+    """The BOS/EOS/PAD ids HF generation must use: the run tokenizer's. Without them transformers
+    falls back to per-architecture defaults (LLaMA's EOS 2 is BOS for jaxlm's tokenizers, so
+    `generate` never stops). Empty for a converted run without a tokenizer: its byte stand-in
+    means nothing to the model, whose original config keeps its ids."""
+    if base is not None and cfg.data.tokenizer.kind == 'byte':
+        return {}
+    return {'bos_token_id': tokenizer.bos_id, 'eos_token_id': tokenizer.eos_id,
+            'pad_token_id': tokenizer.pad_id}
+
+
+def with_ids(config: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
+    """`config` with `ids`, keeping a list that already holds the id (LLaMA 3 instruct models
+    stop at several EOS tokens)."""
+    out = dict(config)
+    for key, value in ids.items():
+        if not (isinstance(out.get(key), list) and value in out[key]):
+            out[key] = value
+    return out
+
+
+def write_safetensors(tensors: Iterable[tuple[str, np.ndarray]], model_cfg: Any, out_dir: str,
+                      dtype: np.dtype, max_shard_bytes: int) -> None:
+    """model.safetensors, or shards of at most `max_shard_bytes` and their index, planned from
+    the shapes and written one after the other as `tensors` (in spec order) arrive."""
+    from safetensors.numpy import save_file  # noqa: PLC0415
+
+    m = dict(model_cfg)
     sizes = []
     for spec in tensor_specs(m):
-        nbytes = math.prod(spec.hf_shape) * np_dtype.itemsize
+        nbytes = math.prod(spec.hf_shape) * dtype.itemsize
         sizes += [(n, nbytes) for n in hf_names(spec, m['num_layers'])]
     shards, current, current_bytes = [], [], 0
     for name, nbytes in sizes:
@@ -706,7 +844,7 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
 
     pending: dict[str, np.ndarray] = {}
     shard_index = 0
-    for name, arr in _iter_hf_tensors(read, m, np_dtype):
+    for name, arr in tensors:
         pending[name] = arr
         if len(pending) == len(shards[shard_index]):
             save_file(pending, os.path.join(out_dir, files[shard_index]),
@@ -716,7 +854,3 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
         total = sum(b for _, b in sizes)
         with open(os.path.join(out_dir, 'model.safetensors.index.json'), 'w') as f:
             json.dump({'metadata': {'total_size': total}, 'weight_map': owner}, f, indent=2)
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-        json.dump(hf, f, indent=2, sort_keys=True)
-    copy_tokenizer(workdir, out_dir)
-    return hf

@@ -1,12 +1,18 @@
 """orbax checkpoints of the train state together with the grain iterator state.
 
 Saves are asynchronous and atomic (orbax writes into a temporary directory and renames it when
-complete), so a crash mid-save leaves the previous checkpoint as the latest one. On restore, a
-checkpoint that fails to read is reported and the next older one is tried, never silently.
+complete), so a crash mid-save leaves the previous checkpoint as the latest one. Once a save has
+finished, a sha256 manifest of its files is written into it. On restore, a checkpoint that fails
+to read or to match its manifest is damaged: it is reported, set aside and the next older one is
+tried, never silently. A checkpoint that does not fit the config (another model shape) is not
+damaged: that stops the run with a ConfigError and touches nothing.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -17,13 +23,134 @@ from typing import Any
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from jaxlm.config import ConfigError
+from jaxlm.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(UserError, RuntimeError):
+    """No usable checkpoint where one is needed; the message names the directory."""
+
+
+MANIFEST = 'sha256sums.txt'  # in each step directory: `<sha256>  <path>` lines, as sha256sum
+# Fields a resumed run may change: how long, how often, where the data lives, on which devices
+# and with which optimizer hyperparameters. Anything else (model, data, tokenizer, seed,
+# gradient clipping on/off) would make another run; a prefix ending in '.' covers a group.
+RESUMABLE_CHANGES = (
+    'num_train_steps', 'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+    'keep_checkpoints', 'async_checkpointing', 'max_skipped_steps', 'init_params_from', 'mesh.',
+    'pipeline.', 'logical_axis_rules', 'eval.', 'model.remat_policy', 'data.data_dir',
+    'data.cache_dir', 'data.num_workers', 'optimizer.learning_rate', 'optimizer.schedule',
+    'optimizer.warmup_steps', 'optimizer.decay_steps', 'optimizer.end_learning_rate_ratio',
+    'optimizer.b1', 'optimizer.b2', 'optimizer.eps', 'optimizer.weight_decay',
+    'optimizer.grad_accum_steps', 'optimizer.z_loss_weight')
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A step directory whose files are missing or differ from its manifest."""
+
+
+def has_checkpoints(directory: str) -> bool:
+    return os.path.isdir(directory) and any(p.isdigit() for p in os.listdir(directory))
+
+
+def check_same_run(saved_config: str, cfg: ml_collections.ConfigDict) -> None:
+    """Raises a ConfigError naming every field of `cfg` that differs from the run's saved
+    `config.json` and that a resumed run may not change (see RESUMABLE_CHANGES). Fields the saved
+    config lacks (added to the schema since) are not compared."""
+    if not os.path.exists(saved_config):
+        return
+    with open(saved_config) as f:
+        saved = _flat(json.load(f))
+    new = _flat(json.loads(cfg.to_json_best_effort()))
+    differ = [f'{k}: {saved[k]!r} -> {v!r}' for k, v in sorted(new.items())
+              if k in saved and saved[k] != v and not _resumable(k)]
+    if differ:
+        workdir = os.path.dirname(saved_config)
+        raise ConfigError(
+            f'the config does not fit the run in {workdir}, whose checkpoints were made with '
+            f'{saved_config}; these fields cannot change when resuming: ' + '; '.join(differ)
+            + '\nresume with the run\'s values, use another --workdir, or add --fresh to start '
+            'this workdir over (its checkpoints are moved aside, not deleted)')
+
+
+def _flat(tree: dict) -> dict[str, Any]:
+    return {'.'.join(k): v for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def _resumable(field: str) -> bool:
+    return any(field == p or (p.endswith('.') and field.startswith(p))
+               for p in RESUMABLE_CHANGES)
+
+
+def set_aside_checkpoints(workdir: str) -> str | None:
+    """Moves `workdir/checkpoints` (with a copy of the config.json they were made with) to
+    `checkpoints.previous-<time>`, on process 0; returns the new path, or None when there were
+    no checkpoints."""
+    directory = os.path.join(workdir, 'checkpoints')
+    if not has_checkpoints(directory):
+        return None
+    dst = f'{directory}.previous-{time.strftime("%Y%m%d-%H%M%S")}'
+    if jax.process_index() == 0:
+        os.rename(directory, dst)
+        config = os.path.join(workdir, 'config.json')
+        if os.path.exists(config):
+            shutil.copy(config, dst)
+    return dst
+
+
+def write_manifest(step_dir: str) -> None:
+    lines = [f'{_sha256(os.path.join(step_dir, p))}  {p}' for p in _files(step_dir)]
+    tmp = os.path.join(step_dir, MANIFEST + '.tmp')
+    with open(tmp, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.rename(tmp, os.path.join(step_dir, MANIFEST))  # never a half-written manifest
+
+
+def verify_manifest(step_dir: str) -> bool:
+    """Raises DamagedCheckpointError when a file is missing or its bytes changed; False when the
+    step has no manifest (saved by an older version, or killed before it was written)."""
+    path = os.path.join(step_dir, MANIFEST)
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        expected = [line.rstrip('\n').split('  ', 1) for line in f if line.strip()]
+    for digest, name in expected:
+        file = os.path.join(step_dir, name)
+        if not os.path.isfile(file):
+            raise DamagedCheckpointError(f'{file} is missing')
+        if _sha256(file) != digest:
+            raise DamagedCheckpointError(f'{file} does not match its sha256 in {path}')
+    return True
+
+
+def _files(step_dir: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(root, name), step_dir)
+                  for root, _, names in os.walk(step_dir) for name in names
+                  if not name.startswith(MANIFEST))
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(functools.partial(f.read, 1 << 24), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shape_mismatches(saved: Any, target: Any) -> list[str]:
+    """Parameters whose names or shapes differ between a checkpoint's metadata and `target`."""
+    saved_shapes = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(saved).items()}
+    target_shapes = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(target).items()}
+    return [f'params/{"/".join(k)}: checkpoint {saved_shapes.get(k, "absent")}, config '
+            f'{target_shapes.get(k, "absent")}'
+            for k in sorted(saved_shapes.keys() | target_shapes.keys())
+            if saved_shapes.get(k) != target_shapes.get(k)]
 
 
 class Checkpointer:
@@ -37,11 +164,14 @@ class Checkpointer:
             item_handlers={'state': ocp.StandardCheckpointHandler(),
                            'data': grain.checkpoint.CheckpointHandler(),
                            'meta': ocp.JsonCheckpointHandler()})
+        self._unsealed: list[int] = []  # saved here, manifest not yet written
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, data_iter: Any, meta: dict[str, Any]) -> None:
+        self.wait()  # the previous save's manifest first
+        self._unsealed.append(step)
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(data_iter),
@@ -53,12 +183,19 @@ class Checkpointer:
         directory holds no checkpoint; raises when checkpoints exist but none can be read."""
         failures = []
         for step in reversed(self.all_steps()):
+            step_dir = os.path.join(self.directory, str(step))
             try:
+                if not verify_manifest(step_dir):
+                    log.warning('checkpoint %s has no %s: restoring it unverified', step_dir,
+                                MANIFEST)
+                self._check_fits(step, target)
                 items = dict(state=ocp.args.StandardRestore(target),
                              meta=ocp.args.JsonRestore())
                 if data_iter is not None:
                     items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+            except ConfigError:
+                raise  # the checkpoint is fine, the config is not: leave it where it is
             except Exception as e:  # noqa: BLE001 (any unreadable checkpoint: try the older one)
                 msg = f'checkpoint {self.directory}/{step} is unreadable: {type(e).__name__}: {e}'
                 log.error(msg)
@@ -74,6 +211,18 @@ class Checkpointer:
                                   '\n'.join(failures))
         return None
 
+    def _check_fits(self, step: int, target: Any) -> None:
+        """A ConfigError when the checkpoint's parameter shapes are not the config's (a run
+        without config.json, or a field that reshapes parameters): not damage."""
+        differ = _shape_mismatches(self._manager.item_metadata(step)['state']['params'],
+                                   target['params'])
+        if differ:
+            raise ConfigError(
+                f'checkpoint {self.directory}/{step} was made with another model: '
+                + '; '.join(differ[:5]) + (f' (and {len(differ) - 5} more)' if len(differ) > 5
+                                           else '')
+                + '. Use the run\'s model config, another --workdir, or --fresh')
+
     def _set_aside(self, step: int) -> None:
         """Renames an unreadable step out of orbax's view (kept for inspection, not deleted) so
         the resumed run can save that step number again."""
@@ -86,7 +235,15 @@ class Checkpointer:
         self._manager.reload()
 
     def wait(self) -> None:
+        """Waits for the save in flight, then writes the manifests of this run's saves (those
+        still kept): a save is only complete once orbax has finalised it."""
         self._manager.wait_until_finished()
+        kept = set(self.all_steps())
+        if jax.process_index() == 0:
+            for step in self._unsealed:
+                if step in kept:
+                    write_manifest(os.path.join(self.directory, str(step)))
+        self._unsealed = []
 
     def close(self) -> None:
         self._manager.close()

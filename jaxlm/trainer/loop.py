@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -16,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from jaxlm import config as config_lib
@@ -29,8 +31,16 @@ from jaxlm.models import encoder_decoder
 from jaxlm.models.encoder_decoder import EncoderDecoder
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
-from jaxlm.trainer.checkpoint import Checkpointer, restore_params, split_checkpoint_path
+from jaxlm.trainer.checkpoint import (
+    Checkpointer,
+    check_same_run,
+    has_checkpoints,
+    restore_params,
+    set_aside_checkpoints,
+    split_checkpoint_path,
+)
 from jaxlm.trainer.optim import make_optimizer, make_schedule
+from jaxlm.trainer.preemption import preemption_notice
 from jaxlm.trainer.state import (
     abstract_state,
     check_divisible,
@@ -39,7 +49,8 @@ from jaxlm.trainer.state import (
     state_shardings,
     with_shardings,
 )
-from jaxlm.trainer.step import make_eval_step, make_train_step
+from jaxlm.trainer.step import NonFiniteGuard, make_eval_step, make_train_step
+from jaxlm.trainer.workdir_lock import WorkdirLock
 
 BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'loss_mask')
 # An encoder-decoder batch adds the encoder's tokens and packing layout ([batch, inputs_len]);
@@ -168,26 +179,30 @@ EvalHook = Callable[[int, Transformer, Any, Any], dict[str, float]]
 
 def train(cfg: ml_collections.ConfigDict, workdir: str,
           devices: Sequence[jax.Device] | None = None,
-          eval_hook: EvalHook | None = None) -> dict[str, Any]:
-    """Runs (or resumes) the run in `workdir` up to `cfg.num_train_steps`; returns a summary."""
+          eval_hook: EvalHook | None = None, fresh: bool = False) -> dict[str, Any]:
+    """Runs (or resumes) the run in `workdir` up to `cfg.num_train_steps`, or until SIGTERM
+    (then the summary has `preempted`); returns a summary. `fresh`: start over, moving the
+    workdir's checkpoints aside, instead of resuming.
+
+    Process 0 holds the workdir's lock (`workdir_lock.py`) for the whole run."""
     devices = list(jax.devices() if devices is None else devices)
     mesh_shape = config_lib.validate(cfg, len(devices))  # before anything is built or compiled
     workdir = os.path.abspath(workdir)
+    if jax.process_index() != 0:
+        return _train(cfg, workdir, devices, mesh_shape, eval_hook, fresh)
+    os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir):
+        return _train(cfg, workdir, devices, mesh_shape, eval_hook, fresh)
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Device],
+           mesh_shape: dict[str, int], eval_hook: EvalHook | None,
+           fresh: bool) -> dict[str, Any]:
     is_main = jax.process_index() == 0
-    if is_main:
-        os.makedirs(workdir, exist_ok=True)
+    _start_or_resume(cfg, workdir, fresh)
 
     data = build_data(cfg, jax.process_index(), jax.process_count())
     config_lib.check_vocab(cfg, data.tokenizer.vocab_size)
-    if is_main:
-        with open(os.path.join(workdir, 'config.json'), 'w') as f:
-            f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
-        # The run carries its tokenizer, so sampling and evaluation never need the corpus.
-        model_path = getattr(data.tokenizer, 'model_path', None)
-        if model_path is not None:
-            shutil.copyfile(model_path, os.path.join(workdir, TOKENIZER_FILE))
-        elif cfg.data.source == 'shards':  # an HF tokenizer.json (a model file is copied above)
-            shards.copy_tokenizer_files('hf', cfg.data.shards_dir, workdir)
     _say(f'data: {json.dumps(data.stats, sort_keys=True)}')
 
     setup = compile_training(cfg, devices, mesh_shape)
@@ -196,9 +211,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
     model_cfg, tx, seq_len = model.cfg, setup.tx, cfg.data.seq_len
     train_step, compile_s = setup.train_step, setup.compile_seconds
 
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), contextlib.ExitStack() as run:
         ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
                             async_save=cfg.async_checkpointing)
+        run.callback(ckpt.close)
+        run.callback(ckpt.wait)  # first (last in): saves made stay complete, whatever stops us
         restored = ckpt.restore_latest(setup.abstract_state, data.train_iter)
         if restored is None and cfg.init_params_from:
             directory, step = split_checkpoint_path(cfg.init_params_from)
@@ -210,10 +227,22 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
             state = init_state(model, tx, cfg.seed, seq_len, state_sh)
             start_step = 0
         else:
-            start_step, state, _ = restored
+            start_step, state, meta = restored
             _say(f'resumed from {ckpt.directory}/{start_step}')
-        writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
-        writer.truncate_after(start_step)
+        guard = NonFiniteGuard(cfg.max_skipped_steps,
+                               skipped=meta.get('skipped_steps', 0) if restored else 0)
+        if is_main:  # only once the checkpoints are known to fit this config
+            with open(os.path.join(workdir, 'config.json'), 'w') as f:
+                f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
+            # The run carries its tokenizer, so sampling and evaluation never need the corpus.
+            model_path = getattr(data.tokenizer, 'model_path', None)
+            if model_path is not None:
+                own = os.path.join(workdir, TOKENIZER_FILE)  # already there in a converted run
+                if not (os.path.exists(own) and os.path.samefile(model_path, own)):
+                    shutil.copyfile(model_path, own)
+            elif cfg.data.source == 'shards':  # an HF tokenizer.json (a model file is copied above)
+                shards.copy_tokenizer_files('hf', cfg.data.shards_dir, workdir)
+        writer = metrics_lib.MetricWriter(workdir, start_step, enabled=is_main)
         eval_step = jax.jit(make_eval_step(model), in_shardings=(state_sh['params'], batch_sh))
 
         num_params, flops_per_step = model_size_and_flops(cfg, model_cfg)
@@ -236,12 +265,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
         window_t, window_steps = time.perf_counter(), 0
         run_t0 = time.perf_counter()
         step = start_step
+        stop_requested = run.enter_context(preemption_notice())
+        preempted = False
         while step < total:
             batch = _global_batch(next(data.train_iter), batch_sh)
             state, step_metrics = train_step(state, batch)
             step += 1
             window_steps += 1
+            guard.observe(step, step_metrics)
+            preempted = stop_requested(step)
             if step % cfg.log_every_steps == 0 or step == total:
+                guard.check()
                 m = jax.device_get(step_metrics)
                 now = time.perf_counter()
                 tps = window_steps * tokens_per_step / (now - window_t)
@@ -249,7 +283,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
                 record = {'loss': m['loss'], 'learning_rate': m['learning_rate'],
                           'grad_norm': m['grad_norm'], 'z_loss': m['z_loss'],
                           'tokens_per_sec': tps, 'mfu': mfu,
-                          'tokens_seen': float(step * tokens_per_step)}
+                          'tokens_seen': float(step * tokens_per_step),
+                          'skipped_steps': guard.skipped}
                 writer.write(step, record)
                 eta = (now - run_t0) / (step - start_step) * (total - step)
                 _say(f'step {step:>6}/{total} | loss {float(m["loss"]):.4f} | '
@@ -270,10 +305,27 @@ def train(cfg: ml_collections.ConfigDict, workdir: str,
                     last_eval = {**last_eval, **tasks}
                 writer.write(step, last_eval)
                 window_t += time.perf_counter() - eval_t0  # evaluation is not training time
-            if step % cfg.checkpoint_every_steps == 0 or step == total:
-                ckpt.save(step, state, data.train_iter, {'step': step})
-        ckpt.wait()
-        ckpt.close()
+            if step % cfg.checkpoint_every_steps == 0 or step == total or preempted:
+                guard.check()  # a step over the limit stops the run before it is saved
+                ckpt.save(step, state, data.train_iter,
+                          {'step': step, 'skipped_steps': guard.skipped})
+            if preempted:
+                _say(f'stopped by SIGTERM after step {step}, saved as {ckpt.directory}/{step}: '
+                     'run the same command to resume')
+                break
         writer.close()
     _say(f'workdir: {workdir}')
-    return {'step': step, 'workdir': workdir, **last_eval}
+    return {'step': step, 'workdir': workdir, 'preempted': preempted, **last_eval}
+
+
+def _start_or_resume(cfg: ml_collections.ConfigDict, workdir: str, fresh: bool) -> None:
+    """Refuses a config that does not fit the workdir's checkpoints, leaving them untouched;
+    with `fresh` moves them aside instead, so the run starts over."""
+    if fresh:
+        moved = set_aside_checkpoints(workdir)
+        if moved:
+            _say(f'--fresh: moved the previous checkpoints to {moved}')
+        # No process may list the checkpoints before process 0 has moved them.
+        multihost_utils.sync_global_devices('jaxlm.train: fresh')
+    elif has_checkpoints(os.path.join(workdir, 'checkpoints')):
+        check_same_run(os.path.join(workdir, 'config.json'), cfg)

@@ -10,10 +10,14 @@ Remat recomputation is not counted (MFU counts model FLOPs, not hardware FLOPs).
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import os
+import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -21,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.models.transformer import TransformerConfig, matmul_params
+
+log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets; matched by substring of
 # `device.device_kind`, most specific first.
@@ -39,34 +45,45 @@ def flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
     return 6 * matmul_params(cfg) + attention
 
 
-def measure_cpu_peak_flops(dtype: Any = jnp.bfloat16, n: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of a jitted square matmul chain in the model's dtypes (bf16 in, f32 accumulate):
-    the physical ceiling that MFU is measured against on CPU, where no data sheet applies."""
+def measure_cpu_peak_flops(devices: list[jax.Device], dtype: Any = jnp.bfloat16, n: int = 1024,
+                           repeats: int = 5) -> float:
+    """FLOP/s of jitted square matmul chains in the model's dtypes (bf16 in, f32 accumulate), one
+    chain per device, all at once: the physical ceiling that MFU is measured against on CPU,
+    where no data sheet applies. Simulated devices share the host's cores, so they are measured
+    together (a probe replicated over a mesh would count one device's work for all of them)."""
     chain = 4
+    mesh = jax.sharding.Mesh(np.asarray(devices), ('probe',))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('probe'))
 
-    @jax.jit
-    def f(a: jax.Array, b: jax.Array) -> jax.Array:
-        def body(_, x):
-            return jnp.dot(x, b, preferred_element_type=jnp.float32).astype(dtype)
-        return jax.lax.fori_loop(0, chain, body, a)
+    @functools.partial(jax.jit, out_shardings=sharding)
+    def f(a_DxNxN: jax.Array, b_DxNxN: jax.Array) -> jax.Array:
+        def body(_, x_DxNxN):
+            return jnp.einsum('dij,djk->dik', x_DxNxN, b_DxNxN,
+                              preferred_element_type=jnp.float32).astype(dtype)
+        return jax.lax.fori_loop(0, chain, body, a_DxNxN)
 
-    a = jnp.ones((n, n), dtype) * 0.01
-    b = jnp.ones((n, n), dtype) * 0.01
-    f(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    ones = np.full((len(devices), n, n), 0.01, dtype=np.float32)
+    with jax.set_mesh(mesh):  # the probe's own mesh, whatever mesh the caller has set
+        a = jax.device_put(ones.astype(dtype), sharding)
+        b = jax.device_put(ones.astype(dtype), sharding)
         f(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 * chain / float(np.median(times))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(a, b).block_until_ready()
+            times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 * chain * len(devices) / min(times)  # a peak: the best repeat
 
 
 def peak_flops(devices: list[jax.Device], dtype: Any = jnp.bfloat16) -> tuple[float, str]:
     """Total peak FLOP/s of the devices in use, and where the number came from."""
     kind = devices[0].device_kind
     if devices[0].platform == 'cpu':
-        # Simulated CPU devices share the same cores: the probe already measures all of them.
-        return measure_cpu_peak_flops(dtype), f'measured matmul probe on CPU ({kind})'
+        # Each process measures its own devices (hosts may differ); the peak is their total.
+        local = [d for d in devices if d.process_index == jax.process_index()]
+        peak = measure_cpu_peak_flops(local, dtype) * jax.process_count()
+        return peak, (f'measured matmul probe on {len(local)} CPU device(s) sharing the host '
+                      f'x {jax.process_count()} process(es)')
     for name, flops in PEAK_FLOPS_PER_CHIP:
         if name.lower() in kind.lower():
             return flops * len(devices), f'{name} data sheet x {len(devices)}'
@@ -76,27 +93,45 @@ def peak_flops(devices: list[jax.Device], dtype: Any = jnp.bfloat16) -> tuple[fl
 class MetricWriter:
     """Writes one JSON object per record to metrics.jsonl and scalars to TensorBoard.
 
-    Only process 0 writes (every process holds the same global metrics).
+    Only process 0 writes (every process holds the same global metrics). A run resumed at
+    `start_step` first drops the records of later steps (logged after the checkpoint it resumes
+    from, or half-written by a kill) from metrics.jsonl and from the TensorBoard event files, so
+    both read as one clean run to any reader.
     """
 
-    def __init__(self, workdir: str, enabled: bool = True) -> None:
+    def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True) -> None:
         self.enabled = enabled
         self.path = os.path.join(workdir, 'metrics.jsonl')
         self._tb = None
         if enabled:
             from tensorboardX import SummaryWriter  # noqa: PLC0415 (only process 0 needs it)
-            self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+            self._truncate_after(start_step)
+            tb_dir = os.path.join(workdir, 'tensorboard')
+            _truncate_tensorboard(tb_dir, start_step)
+            self._tb = SummaryWriter(tb_dir)
 
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop records of steps the restored checkpoint has not seen yet (a crash
-        after logging but before the next checkpoint), so the file reads as one clean run."""
-        if not self.enabled or not os.path.exists(self.path):
+    def _truncate_after(self, step: int) -> None:
+        if not os.path.exists(self.path):
             return
         with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+            lines = f.read().splitlines()
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                if number < len(lines):  # not a kill mid-write: keep it for the user to see
+                    log.warning('%s:%d is not JSON; kept as it is', self.path, number)
+                    kept.append(line)
+                else:
+                    log.warning('%s: dropped its last line, half-written when the run was '
+                                'stopped: %r', self.path, line[:80])
+                continue
+            if record is not None and record.get('step', 0) <= step:
+                kept.append(line)
         tmp = self.path + '.tmp'
         with open(tmp, 'w') as f:
-            f.writelines(kept)
+            f.writelines(line + '\n' for line in kept)
         os.replace(tmp, self.path)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -113,6 +148,41 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _event_records(path: str) -> Iterator[bytes]:
+    """The serialized events of a TFRecord file; a record cut short by a kill ends it."""
+    with open(path, 'rb') as f:
+        while len(header := f.read(12)) == 12:  # length (u64), its masked crc (u32)
+            (length,) = struct.unpack('<Q', header[:8])
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:
+                return
+            yield data
+
+
+def _truncate_tensorboard(tb_dir: str, step: int) -> None:
+    """Rewrites the event files without the events of steps after `step` (TensorBoard's UI
+    would hide them, but tbparse, pandas exports and event iterators would see duplicates)."""
+    from tensorboardX.proto.event_pb2 import Event  # noqa: PLC0415
+    from tensorboardX.record_writer import RecordWriter  # noqa: PLC0415
+
+    if not os.path.isdir(tb_dir):
+        return
+    for name in sorted(os.listdir(tb_dir)):
+        path = os.path.join(tb_dir, name)
+        if not name.startswith('events.out.tfevents') or not os.path.isfile(path):
+            continue
+        records = list(_event_records(path))
+        kept = [r for r in records if Event.FromString(r).step <= step]
+        if len(kept) == len(records) and os.path.getsize(path) == sum(16 + len(r)
+                                                                      for r in records):
+            continue
+        writer = RecordWriter(path + '.tmp')
+        for record in kept:
+            writer.write(record)
+        writer.close()
+        os.replace(path + '.tmp', path)
 
 
 def _to_float(v: Any) -> float | None:

@@ -1,7 +1,10 @@
-"""Pure train and eval steps: (state, batch) -> (state, metrics)."""
+"""Pure train and eval steps: (state, batch) -> (state, metrics), and the host-side check of the
+step's finiteness flag."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +13,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlm.errors import UserError
 from jaxlm.sharding import constrain
 from jaxlm.trainer.losses import cross_entropy_sums
 from jaxlm.trainer.state import State
 
 Batch = dict[str, jax.Array]
+
+log = logging.getLogger(__name__)
 
 
 def _logits(model: nn.Module, params: Any, batch: Batch, dropout_key: jax.Array,
@@ -74,15 +80,67 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
         denom = jnp.maximum(w_sum, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
+        loss, grad_norm = loss_sum / denom, optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state['opt_state'], params)
-        new_state = {'step': step + 1, 'params': optax.apply_updates(params, updates),
-                     'opt_state': opt_state, 'rng': state['rng']}
-        metrics = {'loss': loss_sum / denom, 'z_loss': z_sum / denom,
-                   'grad_norm': optax.tree.norm(grads), 'learning_rate': schedule(step),
-                   'num_tokens': w_sum}
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
+        # A non-finite step leaves parameters and optimizer state as they were (optax's
+        # apply_if_finite rule), so no saved state is ever non-finite; the step counter still
+        # advances with the data. `NonFiniteGuard` decides on the host whether to stop.
+        new_params, opt_state = jax.tree.map(functools.partial(jnp.where, finite),
+                                             (new_params, opt_state),
+                                             (params, state['opt_state']))
+        new_state = {'step': step + 1, 'params': new_params, 'opt_state': opt_state,
+                     'rng': state['rng']}
+        metrics = {'loss': loss, 'z_loss': z_sum / denom, 'grad_norm': grad_norm,
+                   'learning_rate': schedule(step), 'num_tokens': w_sum,
+                   'skipped': jnp.logical_not(finite)}
         return new_state, metrics
 
     return train_step
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+class NonFiniteError(UserError):
+    """Training produced a non-finite loss, gradient norm or parameters too often."""
+
+
+class NonFiniteGuard:
+    """Counts the steps the train step skipped as non-finite and stops the run once there are
+    more than `max_skipped` (0: at the first). Each step's flag is read one step late, when the
+    next step is already queued, so the check never leaves the device idle."""
+
+    def __init__(self, max_skipped: int, skipped: int = 0) -> None:
+        self.max_skipped = max_skipped
+        self.skipped = skipped  # over the whole run: restored from the checkpoint
+        self._pending: tuple[int, dict] | None = None
+
+    def observe(self, step: int, metrics: dict) -> None:
+        """Checks the previous step, then holds `step`'s metrics for the next call."""
+        self.check()
+        self._pending = (step, metrics)
+
+    def check(self) -> None:
+        """Checks the held step now (before a save, a log line or the end of the run)."""
+        if self._pending is None:
+            return
+        step, metrics = self._pending
+        self._pending = None
+        if not bool(metrics['skipped']):
+            return
+        self.skipped += 1
+        what = (f'step {step}: non-finite loss ({float(metrics["loss"])}), gradient norm '
+                f'({float(metrics["grad_norm"])}) or parameters; its update was not applied')
+        if self.skipped > self.max_skipped:
+            raise NonFiniteError(
+                f'{what}. {self.skipped} such step(s) in this run, more than '
+                f'max_skipped_steps={self.max_skipped}: stopped. Every checkpoint holds finite '
+                'parameters; lower --config.optimizer.learning_rate or raise '
+                '--config.max_skipped_steps and run the same command to resume from the last one')
+        log.warning('%s (%d of max_skipped_steps=%d)', what, self.skipped, self.max_skipped)
 
 
 def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict]:

@@ -138,7 +138,9 @@ def curation_config(inputs: pathlib.Path, data_dir: pathlib.Path):
     c.sources.table = source(['*.parquet'], 'parquet', root=root, text_field='content',
                              id_field='doc_id', licence='test-licence-B', weight=2.0)
     c.sources.notes = source(['notes.txt'], 'text', root=root, licence='test-licence-C',
-                             weight=0.0)
+                             weight=0.0, unwrap_lines=True, creators='test-creators-C',
+                             timeframe='test-timeframe-C')
+    c.datasheet.update({k: f'test-{k}' for k in c.datasheet})
     c.stages = ('normalize', 'language', 'gopher_repetition', 'gopher_quality', 'c4', 'fineweb',
                 'bad_words', 'toxicity', 'pii', 'decontamination')
     c.normalize.max_chars = 1_000_000

@@ -11,6 +11,7 @@ from curation_fixtures import curation_config, write_inputs
 
 from data_pipelines import pipeline
 from data_pipelines.executors.local import LocalExecutor
+from jaxlm.config import ConfigError
 
 # Stage -> removal reasons and counts, fixed by construction of curation_fixtures.write_inputs.
 EXPECTED = {
@@ -113,8 +114,35 @@ def test_every_record_ends_in_exactly_one_place(inputs, clean_run):
     for section in ('## Motivation', '## Composition', '## Collection process',
                     '## Preprocessing and cleaning', '### Decontamination', '## Tokenizer',
                     '## Uses', '## Distribution', '## Maintenance', 'test-licence-B',
-                    '| gsm8k | 50 | 1 |', 'bytes_per_token'):
+                    '| gsm8k | 50 | 1 |', 'bytes_per_token', '### Offensive content',
+                    '### Personal information', 'email=1, ip=1, phone=1'):
         assert section in sheet, section
+    for field in ('creators', 'contact', 'offensive_content', 'personal_information', 'uses',
+                  'not_for', 'maintenance'):  # config.datasheet, each set by the fixture
+        assert f'test-{field}' in sheet, field
+    assert 'Created by: test-creators-C. Timeframe: test-timeframe-C.' in sheet
+    assert 'joined before the stages' in sheet and '**notes**' in sheet  # unwrap_lines is on
+    assert '| source | normalize | language |' in sheet  # characters kept per stage and source
+    per_source = [s['stage_chars']['c4'] for s in stats['sources'].values()]
+    assert [sum(x) for x in zip(*per_source, strict=True)] == [stages[5]['chars_in'],
+                                                                stages[5]['chars_out']]
+
+
+def test_datasheet_counts_records_and_shows_why_a_record_was_rejected(inputs, clean_run):
+    (_, expected), (out, stats) = inputs, clean_run
+    sheet = (out / 'DATASHEET.md').read_text()
+    # Two truncated streams and a broken Parquet file leave a placeholder each: not records.
+    records = expected['records'] - 3
+    assert sum(s['records_read'] for s in stats['sources'].values()) == records
+    assert f'{records} input records from 8 files. 3 files were truncated or unreadable' in sheet
+    assert ('`web/truncated.jsonl.gz:1` (error: EOFError: Compressed file ended before the '
+            'end-of-stream marker was reached)') in sheet
+    assert '`table/broken.parquet:0` (error: ArrowInvalid: Parquet magic bytes' in sheet
+    # The rejected Parquet row: its index (in the id) and its columns.
+    assert ('`table/table.parquet:1` (error: field \'content\' is NoneType, not a string): '
+            '{"content": null, "doc_id": "p1"}') in sheet
+    assert ('`table/table.parquet:2` (duplicate_of: table/table.parquet/p0)') in sheet
+    assert stats['sources']['table']['repeated_ids'] == 1
 
 
 def test_rerun_skips_finished_shards_and_redoes_failed_ones(inputs, clean_run, shared_data_dir,
@@ -145,6 +173,43 @@ def test_rerun_skips_finished_shards_and_redoes_failed_ones(inputs, clean_run, s
         pipeline.run(config, str(out), LocalExecutor(1))
 
 
+def _jsonl_source_run(root, data_dir, files: dict[str, list[str]], num_shards: int):
+    """Runs a source of JSONL files with an id field (records `{'id', 'text'}`) through no stage."""
+    from data_pipelines.configs import base_config, source
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, ids in files.items():
+        (root / name).write_text(''.join(json.dumps({'id': i, 'text': f'text of {name} {i}'}) + '\n'
+                                         for i in ids))
+    c = base_config()
+    c.data_dir = str(data_dir)
+    c.sources.src = source(['*.jsonl'], 'jsonl', root=str(root), id_field='id', licence='CC0',
+                           num_shards=num_shards)
+    c.stages = ()
+    c.dedup.exact.enabled = c.dedup.minhash.enabled = c.tokenizer.enabled = False
+    out = root.parent / f'out{num_shards}'
+    stats = pipeline.run(c, str(out), LocalExecutor(1))
+    curated = sorted(r['id'] for f in sorted((out / 'curated').iterdir()) for r in _read_gz(f))
+    return stats, curated, out
+
+
+def test_repeated_ids_are_found_across_files_and_shards(shared_data_dir, tmp_path):
+    files = {'a.jsonl': ['x', 'y', 'x', 'z', 'y'], 'b.jsonl': ['z', 'w']}
+    for num_shards in (1, 2, 3):
+        stats, curated, out = _jsonl_source_run(tmp_path / 'in', shared_data_dir, files,
+                                                num_shards)
+        # The first of each id in file then record order is kept, however the files are split.
+        assert curated == ['src/a.jsonl/x', 'src/a.jsonl/y', 'src/a.jsonl/z', 'src/b.jsonl/w']
+        assert stats['stages'][0]['reasons'] == {'duplicate_id': 3}
+        assert stats['sources']['src']['repeated_ids'] == 3
+        removed = sorted((r['id'], r['metadata']['duplicate_of'])
+                         for f in (out / 'removed' / 'read' / 'duplicate_id').iterdir()
+                         for r in _read_gz(f))
+        assert removed == [('src/a.jsonl:2', 'src/a.jsonl/x'), ('src/a.jsonl:4', 'src/a.jsonl/y'),
+                           ('src/b.jsonl:0', 'src/a.jsonl/z')]
+        assert '| src | 2 | 7 | 3 |' in (out / 'DATASHEET.md').read_text()
+
+
 def test_config_errors_name_the_field(inputs, shared_data_dir, tmp_path):
     root, _ = inputs
     cases = [
@@ -153,13 +218,24 @@ def test_config_errors_name_the_field(inputs, shared_data_dir, tmp_path):
         ('config.stages', lambda c: c.update(stages=('normalize', 'gopher'))),
         ('toxicity.classifier', lambda c: c.toxicity.update(classifier='')),
         ('decontamination.benchmarks', lambda c: c.decontamination.update(benchmarks=('x',))),
+        ('sources.web: unknown setting', lambda c: c.sources.web.update(text_feild='body')),
+        ('sources.web.weight', lambda c: c.sources.web.update(weight=float('inf'))),
     ]
     for field, change in cases:
         config = curation_config(root / 'in', shared_data_dir)
         change(config)
-        with pytest.raises(ValueError, match=field.replace('.', r'\.')):
+        with pytest.raises(ConfigError, match=field.replace('.', r'\.')):
             pipeline.run(config, str(tmp_path / field), LocalExecutor(1))
     config = curation_config(root / 'in', shared_data_dir)
     config.sources.web.paths = ('nothing-*.jsonl',)
-    with pytest.raises(FileNotFoundError, match='nothing-'):
+    with pytest.raises(FileNotFoundError, match=r"config\.sources\.web\.paths: 'nothing-"):
         pipeline.run(config, str(tmp_path / 'missing'), LocalExecutor(1))
+
+
+def test_shipped_config_answers_every_datasheet_question():
+    from data_pipelines.configs import text_corpus_mix
+
+    config = text_corpus_mix.get_config()
+    assert all(config.datasheet.values()), config.datasheet
+    for name, spec in config.sources.items():
+        assert spec.creators and spec.timeframe, name

@@ -8,8 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from data_pipelines.configs import source, text_corpus_mix
 from data_pipelines.document import Document
-from data_pipelines.readers import input_files, read_file
+from data_pipelines.filters.c4 import C4QualityFilter
+from data_pipelines.normalize import Normalizer
+from data_pipelines.readers import input_files, read_file, unwrap_paragraphs
 
 RECORDS = [{'text': f'document number {i}', 'url': f'http://x/{i}', 'nested': {'a': 1}}
            for i in range(7)]
@@ -76,5 +79,44 @@ def test_bad_input_becomes_rejections_with_reasons(tmp_path):
 def test_input_files_names_a_pattern_that_matches_nothing(tmp_path):
     (tmp_path / 'a.jsonl').write_text('')
     assert input_files(str(tmp_path), ['*.jsonl']) == [str(tmp_path / 'a.jsonl')]
-    with pytest.raises(FileNotFoundError, match="'typo-\\*.jsonl'"):
+    with pytest.raises(FileNotFoundError, match="input pattern: 'typo-\\*.jsonl'"):
         input_files(str(tmp_path), ['*.jsonl', 'typo-*.jsonl'])
+
+
+def test_unwrap_joins_the_lines_of_a_paragraph_and_keeps_paragraph_breaks(tmp_path):
+    text = ('It was the best of times, it was\n  the worst of times, it was   \r\nthe age of '
+            'wisdom.\n\n\nA second\nparagraph.\n \nThird.\n')
+    assert unwrap_paragraphs(text) == ('It was the best of times, it was the worst of times, it '
+                                       'was the age of wisdom.\n\n\nA second paragraph.\n \n'
+                                       'Third.\n')
+    (tmp_path / 'b.txt').write_text(text)
+    assert _read(tmp_path / 'b.txt', fmt='text', unwrap_lines=True)[0].text == (
+        unwrap_paragraphs(text))
+    assert _read(tmp_path / 'b.txt', fmt='text')[0].text == text
+    assert source(['*.txt'], 'text', 'PD', gutenberg_body=True).unwrap_lines  # books: on
+    assert 'unwrap_lines' not in source(['*.txt'], 'text', 'PD')
+    assert not source(['*.txt'], 'text', 'PD', gutenberg_body=True, unwrap_lines=False).unwrap_lines
+    assert text_corpus_mix.get_config().sources.books.unwrap_lines
+
+
+def test_c4_keeps_a_hard_wrapped_book_only_once_unwrapped(shared_data_dir):
+    # C4 drops every line without terminal punctuation: a book's 70-character lines mostly are.
+    path = shared_data_dir / 'text_corpus_mix' / 'gutenberg' / 'pg84_frankenstein.txt'
+    kept = {}
+    for unwrap in (False, True):
+        docs = [Normalizer()(d) for d in _read(path, fmt='text', gutenberg_body=True,
+                                               text_split='chunk', chunk_chars=20_000,
+                                               unwrap_lines=unwrap)]
+        out = [C4QualityFilter()(d) for d in docs]
+        kept[unwrap] = (sum(len(o.text) for o in out if not isinstance(o, str))
+                        / sum(len(d.text) for d in docs))
+    assert kept[False] < 0.2 and kept[True] > 0.6, kept
+
+
+def test_a_rejected_row_keeps_its_index_columns_and_why(tmp_path):
+    pq.write_table(pa.table({'text': ['a', None], 'url': ['u0', 'u1']}), tmp_path / 't.parquet')
+    doc, reason = _read(tmp_path / 't.parquet', fmt='parquet')[1]
+    assert (doc.id, reason, doc.text) == ('src/f:1', 'missing_text_field',
+                                          '{"text": null, "url": "u1"}')
+    assert doc.metadata['index'] == 1 and doc.metadata['columns'] == ['text', 'url']
+    assert doc.metadata['error'] == "field 'text' is NoneType, not a string"

@@ -76,3 +76,9 @@ class FakeLM:
     def generate_until(self, requests):
         self.requests.extend(requests)
         return [self.outputs.get(ctx, '') for ctx, _ in requests]
+
+    def loglikelihood_truncated(self, requests):
+        return [False] * len(requests)
+
+    def generate_until_truncated(self, requests):
+        return [False] * len(requests)

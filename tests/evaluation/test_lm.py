@@ -88,3 +88,25 @@ def test_without_bos_scores_like_the_harness_default(lm):
     (lp, _), = plain.loglikelihood([('The cat', ' sat')])
     assert lp == pytest.approx(_manual(plain, ctx, cont), abs=1e-4)
     assert lp != pytest.approx(lm.loglikelihood([('The cat', ' sat')])[0][0], abs=1e-6)
+
+
+def test_continuation_longer_than_the_context_scores_every_token(lm):
+    """A 100-token continuation with a 64-token context: two rolling windows of 64 input
+    tokens (predicting 64 + 36 tokens, each window with as much left context as fits), never
+    a sum over its last few tokens."""
+    tok = lm.tokenizer
+    ctx, cont = tok.encode('Once upon a time'), tok.encode('abcdefghij' * 10)
+    (lp, _), = lm.loglikelihood([('Once upon a time', 'abcdefghij' * 10)])
+    full = [tok.bos_id] + ctx + cont
+    first = _manual(lm, full[:-100][-1:], cont[:64])
+    rest = _manual(lm, full[:-36][-(64 + 1 - 36):], cont[64:])
+    assert lp == pytest.approx(first + rest, abs=1e-3)
+    assert lm.loglikelihood_truncated([('Once upon a time', 'abcdefghij' * 10),
+                                       ('Once upon a time', ' yes')]) == [True, False]
+
+
+def test_truncated_contexts_are_reported(lm):
+    # BOS + 62 context tokens + 2 continuation tokens = 65 = max_length + 1 still fits.
+    assert lm.loglikelihood_truncated([('x' * 62, 'ab'), ('x' * 63, 'ab')]) == [False, True]
+    kw = {'until': [], 'max_gen_toks': 12}  # room for BOS + 51 prompt tokens
+    assert lm.generate_until_truncated([('y' * 51, kw), ('y' * 52, kw)]) == [False, True]

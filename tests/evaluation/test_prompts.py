@@ -3,6 +3,7 @@
 from eval_fixtures import FakeLM, make_bench_dir
 
 from jaxlm.evaluation.registry import get_task
+from jaxlm.evaluation.tasks.hellaswag import preprocess
 
 
 def _requests(tmp_path, name, num_fewshot=None, limit=1):
@@ -40,6 +41,27 @@ def test_hellaswag_prompt(tmp_path):
     # The harness's preprocess: [..] tags dropped, double spaces collapsed.
     assert requests[4] == ('Clean and jerk: A lady walks to a barbell. She bends down and grabs '
                            'the pole.', ' swings.')
+
+
+def test_hellaswag_capitalisation_is_restored_only_where_ctx_b_was(shared_data_dir, tmp_path):
+    """The harness capitalises ctx_b; WikiHow contexts (ending in '.') have none, so an
+    abbreviation inside them is no sentence end."""
+    path = tmp_path / 'hellaswag' / 'hellaswag_val_first_half.txt'
+    path.parent.mkdir()
+    path.write_text('Travel: Book early. Desks are open from 10 a.m. to 10 p.m.\n0\na\nb\nc\nd\n'
+                    'Surfing: A man paddles out. then the man\n0\na\nb\nc\nd\n'
+                    'Sumo: two men\n0\na\nb\nc\nd\n')
+    assert [d['query'] for d in get_task('hellaswag').docs(tmp_path)] == [
+        'Travel: Book early. Desks are open from 10 a.m. to 10 p.m.',
+        'Surfing: A man paddles out. Then the man', 'Sumo: Two men']
+    docs = get_task('hellaswag').docs(shared_data_dir)
+    assert docs[0]['query'] == 'Roof shingle removal: A man is sitting on a roof. He'
+    assert docs[3471]['query'].endswith('must also be u.s. citizens or u.s. nationals.')
+    assert "However, dr. brown's bottles have more parts" in docs[3861]['query']
+    assert docs[1692]['query'].endswith('overlays the video. " power dribble')
+    raw = (shared_data_dir / 'hellaswag' / 'hellaswag_val_first_half.txt').read_text()
+    contexts = [preprocess(line) for line in raw.split('\n')[0::6] if line]
+    assert sum(c != d['query'] for c, d in zip(contexts, docs, strict=True)) == 3236
 
 
 def test_gsm8k_prompt(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from eval_fixtures import FakeLM, make_bench_dir, write_jsonl
 
 from jaxlm.evaluation.multiple_choice import MultipleChoiceTask
-from jaxlm.evaluation.registry import get_task, list_tasks, register
+from jaxlm.evaluation.registry import UnknownTaskError, get_task, list_tasks, register
 from jaxlm.evaluation.tasks.gsm8k import score
 
 DOCS = [{'q': 'first', 'choices': ['a', 'bbbb'], 'gold': 1},
@@ -36,7 +36,8 @@ def test_acc_and_acc_norm_by_hand(tmp_path):
     assert result.baseline == {'acc': 0.5, 'acc_norm': 0.5}
     assert result.stderr['acc'] == pytest.approx(0.5) and result.stderr['acc_norm'] == 0.0
     assert result.per_doc[0] == {'doc_id': 0, 'gold': 1, 'pred': 0, 'pred_norm': 1, 'acc': 0.0,
-                                 'acc_norm': 1.0, 'loglikelihoods': [-2.0, -4.0]}
+                                 'acc_norm': 1.0, 'loglikelihoods': [-2.0, -4.0],
+                                 'truncated': False}
     assert (result.num_docs, result.num_fewshot, result.num_requests) == (2, 0, 4)
     assert get_task('test_fake_mc').evaluate(lm, data_dir=tmp_path, limit=1).num_docs == 1
 
@@ -44,7 +45,7 @@ def test_acc_and_acc_norm_by_hand(tmp_path):
 def test_registry():
     assert {'perplexity', 'hellaswag', 'mmlu', 'gsm8k', 'arc_easy', 'arc_challenge', 'piqa',
             'winogrande', 'lambada'} <= set(list_tasks())
-    with pytest.raises(KeyError, match='unknown task'):
+    with pytest.raises(UnknownTaskError, match='unknown task'):
         get_task('no_such_task')
     with pytest.raises(ValueError, match='already registered'):
         register('mmlu')(FakeMC)
@@ -109,7 +110,7 @@ def test_gsm8k_exact_match_on_generations(tmp_path):
     assert result.per_doc[1] == {
         'doc_id': 1, 'response': ' It is 1,234 dollars, so $1,234.', 'gold': '1,234',
         'strict_answer': '[invalid]', 'flexible_answer': '$1,234.', 'exact_match_strict': 0.0,
-        'exact_match_flexible': 1.0}
+        'exact_match_flexible': 1.0, 'truncated': False}
 
 
 @pytest.mark.parametrize('response,gold,strict,flexible,em_strict,em_flexible', [

@@ -6,14 +6,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 
 import jax
 import numpy as np
 import pytest
-from conftest import read_metrics, small_config, train_losses
+from conftest import read_metrics, small_config, train_command, train_losses
 
 from jaxlm.trainer.loop import train
 
@@ -103,43 +101,53 @@ def test_checkpoint_directory_with_no_readable_step_is_an_error(stopped_at_n, sh
         train(_cfg(shared_data_dir, 2 * N), str(workdir))
 
 
-@pytest.mark.slow
-def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path):
-    tests_dir = os.path.dirname(__file__) + '/..'
-    config_file = tmp_path / 'killme.py'
-    config_file.write_text(textwrap.dedent(f'''
-        import sys
-        sys.path.insert(0, {os.path.abspath(tests_dir)!r})
-        from conftest import small_config
+def _flip_bytes(path, offset: int) -> None:
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
 
-        def get_config():
-            c = small_config({str(shared_data_dir)!r}, data=2, fsdp=2, tensor=2)
-            c.num_train_steps = 100000
-            c.checkpoint_every_steps = 5
-            c.eval_every_steps = 100000
-            return c
-    '''))
+
+def test_flipped_bytes_are_detected_and_the_older_checkpoint_used(uninterrupted, stopped_at_n,
+                                                                   shared_data_dir, tmp_path):
     workdir = tmp_path / 'run'
-    cmd = [sys.executable, '-m', 'jaxlm.train', f'--config={config_file}', f'--workdir={workdir}']
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    ckpt_dir = workdir / 'checkpoints'
+    shutil.copytree(stopped_at_n, workdir)
+    train(_cfg(shared_data_dir, 2 * N), str(workdir))
+    latest = workdir / 'checkpoints' / str(2 * N)
+    files = [f for f in glob.glob(str(latest / 'state' / '**' / '*'), recursive=True)
+             if os.path.isfile(f)]
+    biggest = max(files, key=os.path.getsize)  # the parameters' and moments' data file
+    _flip_bytes(biggest, os.path.getsize(biggest) // 2)  # no length or format changes
+    train(_cfg(shared_data_dir, 2 * N), str(workdir))
+    assert glob.glob(str(workdir / 'checkpoints' / f'{2 * N}.unreadable-*'))
+    assert _second_half(train_losses(workdir)) == _second_half(uninterrupted)
+
+
+def _run_until(proc, ckpt_dir, at_least: int, source: str) -> None:
+    """Waits until `ckpt_dir` holds a complete step >= `at_least` (source 'checkpoints') or
+    metrics.jsonl beside it logs one (source 'metrics')."""
     deadline = time.time() + 180
     while time.time() < deadline:
-        names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
-        steps = [int(p) for p in names if p.isdigit()]  # not '<step>.orbax-checkpoint-tmp'
-        if steps and max(steps) >= 15:
-            break
+        if source == 'checkpoints':
+            names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
+            steps = [int(p) for p in names if p.isdigit()]  # not '<step>.orbax-checkpoint-tmp'
+        else:
+            metrics = ckpt_dir.parent / 'metrics.jsonl'
+            steps = list(train_losses(ckpt_dir.parent)) if metrics.exists() else []
+        if steps and max(steps) >= at_least:
+            return
         if proc.poll() is not None:
             pytest.fail('training exited early:\n' + proc.stdout.read().decode())
         time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail('no checkpoint within 180 s')
-    proc.send_signal(signal.SIGKILL)  # no chance to finish an async save or flush anything
-    proc.wait()
+    proc.kill()
+    pytest.fail(f'no step {at_least} within 180 s')
 
-    complete = sorted(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
-    last = complete[-1]
+
+def _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path) -> None:
+    """Running `cmd` again resumes from step `last` and trains the same steps as a run never
+    stopped."""
+    ckpt_dir = workdir / 'checkpoints'
     resume_to = last + 4
     out = subprocess.run(cmd + [f'--config.num_train_steps={resume_to}'], capture_output=True,
                          text=True, timeout=300)
@@ -157,3 +165,35 @@ def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path
     expected = train_losses(reference)
     assert [resumed[s] for s in range(last + 1, resume_to + 1)] == [
         expected[s] for s in range(last + 1, resume_to + 1)]
+
+
+@pytest.mark.slow
+def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path):
+    workdir = tmp_path / 'run'
+    cmd = train_command(tmp_path, shared_data_dir, workdir, num_train_steps=100000,
+                        checkpoint_every_steps=5, eval_every_steps=100000)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpt_dir = workdir / 'checkpoints'
+    _run_until(proc, ckpt_dir, 15, 'checkpoints')
+    proc.send_signal(signal.SIGKILL)  # no chance to finish an async save or flush anything
+    proc.wait()
+    last = max(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+    _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_the_next_step_and_resumes(shared_data_dir, tmp_path):
+    workdir = tmp_path / 'run'
+    # No periodic checkpoint: the one on disk afterwards is the one SIGTERM made.
+    cmd = train_command(tmp_path, shared_data_dir, workdir, num_train_steps=100000,
+                        checkpoint_every_steps=100000, eval_every_steps=100000)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpt_dir = workdir / 'checkpoints'
+    _run_until(proc, ckpt_dir, 3, 'metrics')
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    last = max(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+    assert f'stopped by SIGTERM after step {last}' in out
+    assert max(train_losses(workdir)) == last  # stopped at the step it saved
+    _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)

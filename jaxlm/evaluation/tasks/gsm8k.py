@@ -6,6 +6,11 @@
 `\\.$`) of two filters: strict-match `The answer is (\\-?[0-9\\.\\,]+).` and flexible-extract,
 the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)`. Gold = the text after `####` of the answer.
 
+The harness cuts a prompt that does not fit on the left, and refuses to run at all when the
+model's context is 256 tokens or less (no room left beside `max_gen_toks`); jaxlm then generates
+at most half the context and cuts the prompt too. `truncated_docs` in the results counts the
+documents whose prompt was cut, so a score on a different prompt is never silent.
+
 Eval split: `gsm8k/test.jsonl` where the data dir has it; the shared data dir holds the test
 split out, so it falls back to `test_sample.jsonl` (its first 50 problems) with a warning.
 """
@@ -113,15 +118,14 @@ class Gsm8k(Task):
                  num_fewshot: int | None = None, limit: int | None = None) -> TaskResult:
         k = self.default_num_fewshot if num_fewshot is None else num_fewshot
         docs = take(self.docs(data.resolve_data_dir(data_dir)), limit)
-        # A short-context model keeps half its window for the prompt (the harness would leave
-        # none when max_length <= 256).
-        max_gen = min(MAX_GEN_TOKS, getattr(lm, 'max_length', MAX_GEN_TOKS * 2) // 2)
-        kwargs = {'until': UNTIL, 'max_gen_toks': max_gen, 'temperature': 0.0}
-        responses = lm.generate_until([(prompt(d['question'], k), kwargs) for d in docs])
+        kwargs = {'until': UNTIL, 'max_gen_toks': MAX_GEN_TOKS, 'temperature': 0.0}
+        requests = [(prompt(d['question'], k), kwargs) for d in docs]
+        responses = lm.generate_until(requests)
+        truncated = lm.generate_until_truncated(requests)
         per_doc = []
-        for i, (doc, response) in enumerate(zip(docs, responses, strict=True)):
+        for i, (doc, response, cut) in enumerate(zip(docs, responses, truncated, strict=True)):
             gold = doc['answer'].split('####')[-1].strip()
-            per_doc.append({'doc_id': i, 'response': response, 'gold': gold}
+            per_doc.append({'doc_id': i, 'response': response, 'gold': gold, 'truncated': cut}
                            | score(response, gold))
         names = ('exact_match_strict', 'exact_match_flexible')
         metrics = ({m: sum(d[m] for d in per_doc) / len(per_doc) for m in names}
@@ -130,4 +134,4 @@ class Gsm8k(Task):
                           baseline={m: 0.0 for m in names},
                           stderr={m: mean_stderr([d[m] for d in per_doc]) for m in names
                                   if len(per_doc) > 1},
-                          num_requests=len(docs))
+                          num_requests=len(docs), truncated_docs=sum(truncated))

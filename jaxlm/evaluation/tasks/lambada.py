@@ -42,9 +42,11 @@ class Lambada(Task):
         docs = take(pool, limit)
         k = num_fewshot or 0
         requests = [self.request(d, first_n_excluding(pool, d, k)) for d in docs]
-        per_doc = [{'doc_id': i, 'target': cont, 'loglikelihood': ll, 'acc': float(greedy)}
-                   for i, ((_, cont), (ll, greedy))
-                   in enumerate(zip(requests, lm.loglikelihood(requests), strict=True))]
+        per_doc = [{'doc_id': i, 'target': cont, 'loglikelihood': ll, 'acc': float(greedy),
+                    'truncated': cut}
+                   for i, ((_, cont), (ll, greedy), cut)
+                   in enumerate(zip(requests, lm.loglikelihood(requests),
+                                    lm.loglikelihood_truncated(requests), strict=True))]
         accs = [d['acc'] for d in per_doc]
         metrics = {}
         if per_doc:
@@ -53,4 +55,5 @@ class Lambada(Task):
                                               / len(per_doc))}
         return TaskResult(self.name, metrics, per_doc, len(docs), k, baseline={'acc': 0.0},
                           stderr={'acc': mean_stderr(accs)} if len(accs) > 1 else {},
-                          num_requests=len(requests))
+                          num_requests=len(requests),
+                          truncated_docs=sum(d['truncated'] for d in per_doc))
