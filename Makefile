@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (train tiny on CPU, evaluate, sample) and `make test`.
+# Two entry points: `make demo` (train tiny on CPU, held-out perplexity, sample) and `make test`.
 # Each creates .venv and installs what it needs; nothing has to be installed by hand.
 PYTHON ?= python3
 VENV := .venv
@@ -29,6 +29,7 @@ install-all: $(VENV)/.all
 demo: $(VENV)/.core
 	XLA_FLAGS=--xla_force_host_platform_device_count=$(DEMO_DEVICES) \
 	  $(PY) -m jaxlm.train --config experiments/tiny.py --workdir $(WORKDIR)
+	$(PY) -m jaxlm.eval --workdir $(WORKDIR) --tasks perplexity
 	$(PY) -m jaxlm.sample --workdir $(WORKDIR) --prompt 'ROMEO:' --prompt 'First Citizen:' \
 	  --max_new_tokens 120
 	@echo "workdir: $(abspath $(WORKDIR))  (tensorboard --logdir $(abspath $(WORKDIR)))"

@@ -1,6 +1,7 @@
 """Train a model: python -m jaxlm.train --config experiments/tiny.py --workdir DIR [--config.x=y].
 
-`--show_config` prints the resolved config, every field with its value, and exits.
+`--show_config` prints the resolved config, every field with its value (as the run's config.json
+will hold it), and exits.
 
 Multi-host: start the same command on every host (SLURM and TPU pods are detected), or add
 `--coordinator_address=host:port --num_processes=N --process_id=i`; the workdir must be shared.
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     if _SHOW_CONFIG.value:
-        print(_CONFIG.value, end='')
+        print(_CONFIG.value.to_json_best_effort(indent=2, sort_keys=True))  # as config.json
         return
     if not _WORKDIR.value:
         raise UserError('--workdir is required (the run directory to create or resume)')

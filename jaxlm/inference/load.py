@@ -59,14 +59,14 @@ def _all_finite(x: jax.Array) -> jax.Array:
 
 
 def _require_finite(params: Any, where: str) -> None:
-    finite = jax.device_get(jax.tree.map(_all_finite, params))
-    bad = [jax.tree_util.keystr(path) for path, ok in
-           jax.tree_util.tree_leaves_with_path(finite) if not ok]
+    finite = jax.tree_util.tree_leaves_with_path(
+        jax.device_get(jax.tree.map(_all_finite, params)))
+    bad = [jax.tree_util.keystr(path) for path, ok in finite if not ok]
     if bad:
         raise CheckpointError(
-            f'checkpoint {where} has non-finite parameters ({len(bad)} arrays, e.g. {bad[0]}): '
-            'the run diverged before this step; pass --checkpoint with an earlier step '
-            f'({os.path.dirname(where)}/STEP)')
+            f'checkpoint {where} has non-finite parameters (in {len(bad)} of {len(finite)} '
+            f'arrays, e.g. {bad[0]}): the run diverged before this step; pass --checkpoint '
+            f'with an earlier step ({os.path.dirname(where)}/STEP)')
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:

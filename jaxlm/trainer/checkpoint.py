@@ -24,11 +24,14 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
 from jaxlm.config import ConfigError
 from jaxlm.errors import UserError
+from jaxlm.trainer import storage
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,24 @@ def verify_manifest(step_dir: str) -> bool:
     return True
 
 
+def _verify_on_process_0(step_dir: str) -> None:
+    """`verify_manifest` read once, not by every process, with the verdict shared by all (they
+    must all restore the same step)."""
+    problem = ''
+    if jax.process_index() == 0:
+        try:
+            if not verify_manifest(step_dir):
+                log.warning('checkpoint %s has no %s: restoring it unverified', step_dir,
+                            MANIFEST)
+        except DamagedCheckpointError as e:
+            problem = str(e)
+    damaged = bool(problem)
+    if jax.process_count() > 1:
+        damaged = bool(multihost_utils.broadcast_one_to_all(np.int32(damaged)))
+    if damaged:
+        raise DamagedCheckpointError(problem or f'{step_dir} failed its check on process 0')
+
+
 def _files(step_dir: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(root, name), step_dir)
                   for root, _, names in os.walk(step_dir) for name in names
@@ -171,11 +192,13 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_iter: Any, meta: dict[str, Any]) -> None:
         self.wait()  # the previous save's manifest first
+        storage.check_writable(self.directory, storage.local_bytes(state))
         self._unsealed.append(step)
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iter),
-            meta=ocp.args.JsonSave(meta)), force=True)
+        with storage.write_errors_named(self.directory):
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iter),
+                meta=ocp.args.JsonSave(meta)), force=True)
 
     def restore_latest(self, target: Any, data_iter: Any | None) -> tuple[int, Any, dict] | None:
         """Restores the newest readable checkpoint into `target` (abstract arrays carrying the
@@ -185,9 +208,7 @@ class Checkpointer:
         for step in reversed(self.all_steps()):
             step_dir = os.path.join(self.directory, str(step))
             try:
-                if not verify_manifest(step_dir):
-                    log.warning('checkpoint %s has no %s: restoring it unverified', step_dir,
-                                MANIFEST)
+                _verify_on_process_0(step_dir)
                 self._check_fits(step, target)
                 items = dict(state=ocp.args.StandardRestore(target),
                              meta=ocp.args.JsonRestore())
@@ -237,7 +258,8 @@ class Checkpointer:
     def wait(self) -> None:
         """Waits for the save in flight, then writes the manifests of this run's saves (those
         still kept): a save is only complete once orbax has finalised it."""
-        self._manager.wait_until_finished()
+        with storage.write_errors_named(self.directory):
+            self._manager.wait_until_finished()
         kept = set(self.all_steps())
         if jax.process_index() == 0:
             for step in self._unsealed:

@@ -31,6 +31,7 @@ from jaxlm.models import encoder_decoder
 from jaxlm.models.encoder_decoder import EncoderDecoder
 from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
 from jaxlm.trainer import metrics as metrics_lib
+from jaxlm.trainer import storage
 from jaxlm.trainer.checkpoint import (
     Checkpointer,
     check_same_run,
@@ -242,6 +243,8 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
                     shutil.copyfile(model_path, own)
             elif cfg.data.source == 'shards':  # an HF tokenizer.json (a model file is copied above)
                 shards.copy_tokenizer_files('hf', cfg.data.shards_dir, workdir)
+        # A read-only or too full checkpoint directory fails now, not after the first interval.
+        storage.check_writable(ckpt.directory, storage.local_bytes(state))
         writer = metrics_lib.MetricWriter(workdir, start_step, enabled=is_main)
         eval_step = jax.jit(make_eval_step(model), in_shardings=(state_sh['params'], batch_sh))
 
@@ -273,7 +276,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
             step += 1
             window_steps += 1
             guard.observe(step, step_metrics)
-            preempted = stop_requested(step)
+            preempted = stop_requested(step) and step < total  # at `total` it is done anyway
             if step % cfg.log_every_steps == 0 or step == total:
                 guard.check()
                 m = jax.device_get(step_metrics)

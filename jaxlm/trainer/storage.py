@@ -8,11 +8,13 @@ a failure inside orbax is translated back into the path and the operating system
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -60,6 +62,18 @@ def check_writable(directory: str, needed_bytes: int = 0) -> None:
             f'{needed_bytes * _SPACE_MARGIN / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free; '
             'free space (or lower keep_checkpoints), then rerun (the previous checkpoints are '
             'intact)')
+
+
+@contextlib.contextmanager
+def write_errors_named(directory: str) -> Iterator[None]:
+    """Re-raises a write failure from inside orbax/tensorstore as one StorageError line."""
+    try:
+        yield
+    except Exception as e:
+        storage = as_storage_error(e, directory)
+        if storage is None:
+            raise
+        raise storage from e
 
 
 def as_storage_error(exc: BaseException, directory: str) -> StorageError | None:

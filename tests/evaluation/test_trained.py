@@ -91,9 +91,8 @@ def test_eval_cli_writes_results(facts_run, shared_data_dir):
                '--tasks=perplexity,arc_easy,gsm8k,test_color_facts_missing',
                data_dir=shared_data_dir)
     # One line naming the task and the known ones, before loading the model.
-    assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr
-    assert ("python -m jaxlm.eval: error: unknown task 'test_color_facts_missing'; known tasks: "
-            'arc_challenge, arc_easy, gsm8k, hellaswag,') in out.stderr.splitlines()[0]
+    _one_line_error(out, 'jaxlm.eval', "unknown task 'test_color_facts_missing'; known tasks: "
+                    'arc_challenge, arc_easy, gsm8k, hellaswag,')
 
     out = _run('jaxlm.eval', f'--workdir={facts_run}', '--limit=5',
                '--tasks=perplexity,arc_easy,gsm8k', '--batch_size=8', '--dtype=float32',
@@ -187,7 +186,7 @@ def test_non_finite_parameters_are_refused(facts_run, tmp_path):
         JaxLM.from_workdir(str(workdir))
     out = _run('jaxlm.sample', f'--workdir={workdir}', '--max_new_tokens=2')
     _one_line_error(out, 'jaxlm.sample', f'checkpoint {workdir}/checkpoints/{STEPS} has '
-                    'non-finite parameters (1 arrays')
+                    'non-finite parameters (in 1 of ')
 
 
 @pytest.mark.parametrize('module', ['jaxlm.eval', 'jaxlm.sample'])
