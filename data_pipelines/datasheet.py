@@ -95,8 +95,9 @@ def render(stats: dict[str, Any], config: ml_collections.ConfigDict) -> str:
            f"{total['records_read']} input records from {total['files']} files. "
            f"{total['damaged_files']} files were truncated or unreadable: their records up to "
            'the damage are counted, the rest is lost (the read stage below counts one '
-           f"placeholder for each). {total['repeated_ids']} records repeating an id of their "
-           f'source were removed. {emitted} curated documents '
+           f"placeholder for each). {total['repeated_ids']} records repeating an id met earlier "
+           "in their file (or source, with `id_scope='source'`) were removed. "
+           f'{emitted} curated documents '
            f"({final['counters'].get('emitted_chars', 0)} characters) after filtering, "
            'deduplication and mixture weights.', '',
            '| source | files | records read | repeated ids | after filters | characters kept by '
@@ -107,6 +108,11 @@ def render(stats: dict[str, Any], config: ml_collections.ConfigDict) -> str:
                    f"{s['after_filters']} | {_percent(s['chars_after_filters'], s['chars_read'])} "
                    f"| {s['after_dedup']} | {s['weight']:g} | {s['curated_documents']} | "
                    f"{s['curated_chars']} | {_cell(s['licence'])} |")
+    for name, s in sources.items():
+        if s['ids_across_files']:
+            out += ['', f"{s['ids_across_files']} records of **{name}** share their id with a "
+                    "record of another of its files; they are kept, as their ids name the file "
+                    "(`id_scope='file'`)."]
     out += ['', 'Each document keeps its id (`<source>/<file>:<index>`, or `<source>/<file>/<id>` '
             'with an id field, `#` and `%` of the id percent-escaped; a mixture copy is '
             '`<id>#<k>`), source, licence and file in its metadata.', '']

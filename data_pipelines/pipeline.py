@@ -1,8 +1,8 @@
 """Runs a curation config end to end.
 
 Passes, each a plain function over one shard run by the executor (local processes or Ray):
-  ids      the id field of every record of the sources that have one: a repeated id is found
-           across all files and shards of its source (the first in file order is kept)
+  ids      the id field of every record of the sources that have one: an id repeated within its
+           file (or source: `id_scope`), over all its shards, is removed (the first is kept)
   filter   read an input file, then every per-document stage of `config.stages` in order
   exact_dedup, minhash_dedup   shard-parallel dedup (data_pipelines.dedup), then a removal pass
   mixture  the source's weight up- or down-samples its documents into `curated/`
@@ -20,6 +20,7 @@ A rerun skips every shard whose marker exists and redoes the others (those that 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -67,8 +68,8 @@ class InputShard:
     rel_path: str
     part: int = 0
     num_parts: int = 1
-    # record index -> doc id kept, of this shard's records that repeat an id met earlier in the
-    # source (`_repeated_ids`); removed as `duplicate_id`
+    # record index -> doc id kept, of this shard's records that repeat an id met earlier in its
+    # id scope (`_repeated_ids`); removed as `duplicate_id`
     repeated_ids: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
@@ -161,25 +162,32 @@ def shard_record_ids(shard: InputShard, *, config_json: str) -> dict:
 
 
 def _repeated_ids(config: ml_collections.ConfigDict, shards: list[InputShard], executor,
-                  out_dir: str) -> tuple[list[InputShard], int]:
+                  out_dir: str) -> tuple[list[InputShard], dict[str, int], int]:
     """The shards with their `repeated_ids`: every record whose id field repeats one met earlier
-    in its source, over all its files and shards in file then record order (so the same records
-    are kept however many shards a file is split into); and how many shards the pass ran."""
+    in its file (its source, with `id_scope='source'`), over all shards in file then record order
+    (so the same records are kept however many shards a file is split into); per source, how many
+    records kept share their id with a record of another file; and how many shards the pass ran."""
     tasks = [(s.name, s) for s in shards if config.sources[s.source].get('id_field')]
     fn = functools.partial(shard_record_ids, config_json=config.to_json())
     markers, ran = run_pass('ids', tasks, fn, executor, out_dir, cost=_read_cost)
     records = sorted((s.source, s.rel_path, index, s.name, doc_id)
                      for (_, s), m in zip(tasks, markers, strict=True)
                      for index, doc_id in m['ids'])
-    first: dict[tuple[str, str], str] = {}  # (source, record id) -> doc id of its first record
+    first: dict[tuple[str, str, str], str] = {}  # (source, scope, id) -> doc id of its first
+    first_file: dict[tuple[str, str], str] = {}  # (source, id) -> file of its first record
     repeated: dict[str, dict[int, str]] = {}
+    across_files: collections.Counter = collections.Counter()
     for source, rel_path, index, shard, doc_id in records:
-        key = (source, doc_id.removeprefix(record_id_prefix(source, rel_path)))
-        if key in first:
-            repeated.setdefault(shard, {})[index] = first[key]
-        else:
-            first[key] = doc_id
-    return [dataclasses.replace(s, repeated_ids=repeated.get(s.name, {})) for s in shards], ran
+        record_id = doc_id.removeprefix(record_id_prefix(source, rel_path))
+        scope = '' if config.sources[source].get('id_scope', 'file') == 'source' else rel_path
+        if (source, scope, record_id) in first:
+            repeated.setdefault(shard, {})[index] = first[source, scope, record_id]
+            continue
+        first[source, scope, record_id] = doc_id
+        # Kept (its doc id names its file), but the datasheet says the files share ids.
+        across_files[source] += first_file.setdefault((source, record_id), rel_path) != rel_path
+    shards = [dataclasses.replace(s, repeated_ids=repeated.get(s.name, {})) for s in shards]
+    return shards, dict(across_files), ran
 
 
 def filter_shard(shard: InputShard, *, config_json: str, data_dir: str, out_dir: str) -> dict:
@@ -344,7 +352,7 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
     _check_same_config(config, out_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    shards, ran = _repeated_ids(config, shards, executor, out_dir)
+    shards, ids_across_files, ran = _repeated_ids(config, shards, executor, out_dir)
     timings['ids'] = time.perf_counter() - start
 
     t = time.perf_counter()
@@ -401,7 +409,7 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
     stats = {
         'name': config.name,
         'stages': stages,
-        'sources': _per_source(shards, stage_shards, config),
+        'sources': _per_source(shards, stage_shards, ids_across_files, config),
         'decontamination_items': decont_items,
         'tokens': tokens,
         'timings_seconds': timings,
@@ -413,8 +421,10 @@ def run(config: ml_collections.ConfigDict, out_dir: str, executor) -> dict[str, 
 
 
 def _per_source(shards: list[InputShard], stage_shards: list[list[dict]],
-                config: ml_collections.ConfigDict) -> dict[str, dict[str, Any]]:
-    """Per source: records read (damaged files' placeholders are counted apart), repeated ids,
+                ids_across_files: dict[str, int], config: ml_collections.ConfigDict
+                ) -> dict[str, dict[str, Any]]:
+    """Per source: records read (damaged files' placeholders are counted apart), repeated ids
+    (removed, and kept ones shared with another file),
     documents and characters entering and leaving the per-document stages (and each of them),
     after dedup, curated."""
     out: dict[str, dict[str, Any]] = {}
@@ -425,6 +435,8 @@ def _per_source(shards: list[InputShard], stage_shards: list[list[dict]],
             'licence': spec.licence, 'description': spec.get('description', ''),
             'creators': spec.get('creators', ''), 'timeframe': spec.get('timeframe', ''),
             'unwrap_lines': bool(spec.get('unwrap_lines', False)), 'weight': float(spec.weight),
+            'id_scope': spec.get('id_scope', 'file'),
+            'ids_across_files': ids_across_files.get(s.source, 0),
             'files': 0, 'shards': 0, 'damaged_files': 0, 'records_read': 0, 'repeated_ids': 0,
             'chars_read': 0, 'after_filters': 0, 'chars_after_filters': 0, 'after_dedup': 0,
             'curated_documents': 0, 'curated_chars': 0,

@@ -8,7 +8,7 @@ Multi-host: start the same command on every host (SLURM and TPU pods are detecte
 
 Running the same command again on the same workdir resumes from its latest checkpoint; raising
 `--config.num_train_steps` continues the same run. A config that does not fit the workdir's run is
-refused; `--fresh` starts the workdir over (its checkpoints are moved aside). On SIGTERM the run
+refused; `--fresh` starts the workdir over (the previous run is moved aside). On SIGTERM the run
 saves a checkpoint at the next step boundary and exits with status 143 (128 + SIGTERM), so that
 a scheduler restarts it; the same command resumes it.
 """
@@ -36,8 +36,8 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process
 _SHOW_CONFIG = flags.DEFINE_bool(
     'show_config', False, 'Print the resolved config (every field, overrides applied) and exit.')
 _FRESH = flags.DEFINE_bool(
-    'fresh', False, 'Start the workdir over instead of resuming: its checkpoints are moved to '
-    'checkpoints.previous-<time>, not deleted.')
+    'fresh', False, 'Start the workdir over instead of resuming: its checkpoints, config.json and '
+    'metrics are moved into <workdir>/previous-<time>/, not deleted.')
 flags.mark_flags_as_required(['config'])
 
 

@@ -18,7 +18,9 @@ DEFAULT_STAGES = ('normalize', 'language', 'gopher_repetition', 'gopher_quality'
                   'bad_words', 'pii', 'decontamination')
 # What a source may set (`source()`); the reader options are passed to `readers.read_file`.
 SOURCE_KEYS = ('paths', 'format', 'licence', 'weight', 'description', 'creators', 'timeframe',
-               'root', 'num_shards', *READER_OPTIONS)
+               'root', 'num_shards', 'id_scope', *READER_OPTIONS)
+# Where an id field's value must be unique: a later record repeating it is removed.
+ID_SCOPES = ('file', 'source')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -134,5 +136,7 @@ def _validate_source(name: str, s: ml_collections.ConfigDict) -> None:
     weight = s.get('weight', 1.0)
     if not (math.isfinite(weight) and weight >= 0):
         raise ConfigError(f'{field}.weight: must be a finite number >= 0, got {weight}')
+    if s.get('id_scope', 'file') not in ID_SCOPES:
+        raise ConfigError(f'{field}.id_scope: {s.id_scope!r} is not one of {ID_SCOPES}')
     if s.get('num_shards', 1) < 1:
         raise ConfigError(f'{field}.num_shards: must be >= 1, got {s.num_shards}')

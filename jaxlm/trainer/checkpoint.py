@@ -79,7 +79,7 @@ def check_same_run(saved_config: str, cfg: ml_collections.ConfigDict) -> None:
             f'the config does not fit the run in {workdir}, whose checkpoints were made with '
             f'{saved_config}; these fields cannot change when resuming: ' + '; '.join(differ)
             + '\nresume with the run\'s values, use another --workdir, or add --fresh to start '
-            'this workdir over (its checkpoints are moved aside, not deleted)')
+            'this workdir over (the previous run is moved aside, not deleted)')
 
 
 def _flat(tree: dict) -> dict[str, Any]:
@@ -91,19 +91,21 @@ def _resumable(field: str) -> bool:
                for p in RESUMABLE_CHANGES)
 
 
-def set_aside_checkpoints(workdir: str) -> str | None:
-    """Moves `workdir/checkpoints` (with a copy of the config.json they were made with) to
-    `checkpoints.previous-<time>`, on process 0; returns the new path, or None when there were
-    no checkpoints."""
-    directory = os.path.join(workdir, 'checkpoints')
-    if not has_checkpoints(directory):
+# What a run writes into its workdir, and `--fresh` moves aside (the tokenizer is rewritten).
+RUN_FILES = ('checkpoints', 'config.json', 'metrics.jsonl', 'tensorboard')
+
+
+def set_aside_run(workdir: str) -> str | None:
+    """Moves the workdir's RUN_FILES into `workdir/previous-<time>/`, on process 0; returns that
+    path, or None when there was nothing to move."""
+    present = [name for name in RUN_FILES if os.path.exists(os.path.join(workdir, name))]
+    if not present:
         return None
-    dst = f'{directory}.previous-{time.strftime("%Y%m%d-%H%M%S")}'
+    dst = os.path.join(workdir, f'previous-{time.strftime("%Y%m%d-%H%M%S")}')
     if jax.process_index() == 0:
-        os.rename(directory, dst)
-        config = os.path.join(workdir, 'config.json')
-        if os.path.exists(config):
-            shutil.copy(config, dst)
+        os.makedirs(dst)
+        for name in present:
+            os.rename(os.path.join(workdir, name), os.path.join(dst, name))
     return dst
 
 

@@ -37,7 +37,7 @@ from jaxlm.trainer.checkpoint import (
     check_same_run,
     has_checkpoints,
     restore_params,
-    set_aside_checkpoints,
+    set_aside_run,
     split_checkpoint_path,
 )
 from jaxlm.trainer.optim import make_optimizer, make_schedule
@@ -228,10 +228,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
             state = init_state(model, tx, cfg.seed, seq_len, state_sh)
             start_step = 0
         else:
-            start_step, state, meta = restored
+            start_step, state, _ = restored
             _say(f'resumed from {ckpt.directory}/{start_step}')
         guard = NonFiniteGuard(cfg.max_skipped_steps,
-                               skipped=meta.get('skipped_steps', 0) if restored else 0)
+                               skipped=restored[2].get('skipped_steps', 0) if restored else 0)
         if is_main:  # only once the checkpoints are known to fit this config
             with open(os.path.join(workdir, 'config.json'), 'w') as f:
                 f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
@@ -323,11 +323,11 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
 
 def _start_or_resume(cfg: ml_collections.ConfigDict, workdir: str, fresh: bool) -> None:
     """Refuses a config that does not fit the workdir's checkpoints, leaving them untouched;
-    with `fresh` moves them aside instead, so the run starts over."""
+    with `fresh` moves the previous run aside instead, so this one starts over."""
     if fresh:
-        moved = set_aside_checkpoints(workdir)
+        moved = set_aside_run(workdir)
         if moved:
-            _say(f'--fresh: moved the previous checkpoints to {moved}')
+            _say(f'--fresh: moved the previous run (checkpoints, config, metrics) to {moved}')
         # No process may list the checkpoints before process 0 has moved them.
         multihost_utils.sync_global_devices('jaxlm.train: fresh')
     elif has_checkpoints(os.path.join(workdir, 'checkpoints')):

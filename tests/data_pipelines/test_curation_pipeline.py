@@ -173,7 +173,7 @@ def test_rerun_skips_finished_shards_and_redoes_failed_ones(inputs, clean_run, s
         pipeline.run(config, str(out), LocalExecutor(1))
 
 
-def _jsonl_source_run(root, data_dir, files: dict[str, list[str]], num_shards: int):
+def _jsonl_source_run(root, data_dir, files: dict[str, list[str]], **options):
     """Runs a source of JSONL files with an id field (records `{'id', 'text'}`) through no stage."""
     from data_pipelines.configs import base_config, source
 
@@ -184,30 +184,38 @@ def _jsonl_source_run(root, data_dir, files: dict[str, list[str]], num_shards: i
     c = base_config()
     c.data_dir = str(data_dir)
     c.sources.src = source(['*.jsonl'], 'jsonl', root=str(root), id_field='id', licence='CC0',
-                           num_shards=num_shards)
+                           **options)
     c.stages = ()
     c.dedup.exact.enabled = c.dedup.minhash.enabled = c.tokenizer.enabled = False
-    out = root.parent / f'out{num_shards}'
+    out = root.parent / '-'.join(f'{k}{v}' for k, v in options.items())
     stats = pipeline.run(c, str(out), LocalExecutor(1))
     curated = sorted(r['id'] for f in sorted((out / 'curated').iterdir()) for r in _read_gz(f))
-    return stats, curated, out
+    removed = sorted((r['id'], r['metadata']['duplicate_of'])
+                     for f in (out / 'removed' / 'read' / 'duplicate_id').iterdir()
+                     for r in _read_gz(f))
+    return stats, curated, removed, (out / 'DATASHEET.md').read_text()
 
 
-def test_repeated_ids_are_found_across_files_and_shards(shared_data_dir, tmp_path):
+@pytest.mark.parametrize('id_scope', ['file', 'source'])
+def test_repeated_ids_are_found_across_shards_and_files(shared_data_dir, tmp_path, id_scope):
     files = {'a.jsonl': ['x', 'y', 'x', 'z', 'y'], 'b.jsonl': ['z', 'w']}
+    removed = [('src/a.jsonl:2', 'src/a.jsonl/x'), ('src/a.jsonl:4', 'src/a.jsonl/y')]
+    kept = ['src/a.jsonl/x', 'src/a.jsonl/y', 'src/a.jsonl/z', 'src/b.jsonl/w']
+    if id_scope == 'file':  # b's `z` is kept, its id names its file, and reported
+        kept, shared = sorted([*kept, 'src/b.jsonl/z']), 1
+    else:
+        removed, shared = [*removed, ('src/b.jsonl:0', 'src/a.jsonl/z')], 0
     for num_shards in (1, 2, 3):
-        stats, curated, out = _jsonl_source_run(tmp_path / 'in', shared_data_dir, files,
-                                                num_shards)
+        stats, curated, removed_ids, sheet = _jsonl_source_run(
+            tmp_path / 'in', shared_data_dir, files, num_shards=num_shards, id_scope=id_scope)
         # The first of each id in file then record order is kept, however the files are split.
-        assert curated == ['src/a.jsonl/x', 'src/a.jsonl/y', 'src/a.jsonl/z', 'src/b.jsonl/w']
-        assert stats['stages'][0]['reasons'] == {'duplicate_id': 3}
-        assert stats['sources']['src']['repeated_ids'] == 3
-        removed = sorted((r['id'], r['metadata']['duplicate_of'])
-                         for f in (out / 'removed' / 'read' / 'duplicate_id').iterdir()
-                         for r in _read_gz(f))
-        assert removed == [('src/a.jsonl:2', 'src/a.jsonl/x'), ('src/a.jsonl:4', 'src/a.jsonl/y'),
-                           ('src/b.jsonl:0', 'src/a.jsonl/z')]
-        assert '| src | 2 | 7 | 3 |' in (out / 'DATASHEET.md').read_text()
+        assert curated == kept and removed_ids == removed
+        assert stats['stages'][0]['reasons'] == {'duplicate_id': len(removed)}
+        source = stats['sources']['src']
+        assert (source['repeated_ids'], source['ids_across_files']) == (len(removed), shared)
+        assert f'| src | 2 | 7 | {len(removed)} |' in sheet
+        assert ('1 records of **src** share their id with a record of another of its files'
+                in sheet) == bool(shared)
 
 
 def test_config_errors_name_the_field(inputs, shared_data_dir, tmp_path):
@@ -220,6 +228,7 @@ def test_config_errors_name_the_field(inputs, shared_data_dir, tmp_path):
         ('decontamination.benchmarks', lambda c: c.decontamination.update(benchmarks=('x',))),
         ('sources.web: unknown setting', lambda c: c.sources.web.update(text_feild='body')),
         ('sources.web.weight', lambda c: c.sources.web.update(weight=float('inf'))),
+        ('sources.web.id_scope', lambda c: c.sources.web.update(id_scope='folder')),
     ]
     for field, change in cases:
         config = curation_config(root / 'in', shared_data_dir)

@@ -384,6 +384,9 @@ class ScriptedLM:
             out.append(text)
         return out
 
+    def generate_until_truncated(self, requests: list[tuple[str, dict[str, Any]]]) -> list[bool]:
+        return [False] * len(requests)
+
 
 # Golds of the first five test problems: 18, 3, 70000, 540, 20.
 SCRIPTED_RESPONSES = [

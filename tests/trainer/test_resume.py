@@ -1,12 +1,14 @@
 """Checkpoints resume exactly: after a clean stop, after SIGKILL, onto another mesh, and past a
 corrupt checkpoint."""
 
+import functools
 import glob
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -124,18 +126,21 @@ def test_flipped_bytes_are_detected_and_the_older_checkpoint_used(uninterrupted,
     assert _second_half(train_losses(workdir)) == _second_half(uninterrupted)
 
 
-def _run_until(proc, ckpt_dir, at_least: int, source: str) -> None:
-    """Waits until `ckpt_dir` holds a complete step >= `at_least` (source 'checkpoints') or
-    metrics.jsonl beside it logs one (source 'metrics')."""
+def _steps_saved(ckpt_dir) -> list[int]:
+    names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
+    return [int(p) for p in names if p.isdigit()]  # not '<step>.orbax-checkpoint-tmp'
+
+
+def _steps_logged(workdir) -> list[int]:
+    return list(train_losses(workdir)) if (workdir / 'metrics.jsonl').exists() else []
+
+
+def _wait_for_step(proc, steps: Callable[[], list[int]], at_least: int) -> None:
+    """Waits until `steps()` reaches `at_least` while `proc` trains."""
     deadline = time.time() + 180
     while time.time() < deadline:
-        if source == 'checkpoints':
-            names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
-            steps = [int(p) for p in names if p.isdigit()]  # not '<step>.orbax-checkpoint-tmp'
-        else:
-            metrics = ckpt_dir.parent / 'metrics.jsonl'
-            steps = list(train_losses(ckpt_dir.parent)) if metrics.exists() else []
-        if steps and max(steps) >= at_least:
+        done = steps()
+        if done and max(done) >= at_least:
             return
         if proc.poll() is not None:
             pytest.fail('training exited early:\n' + proc.stdout.read().decode())
@@ -174,10 +179,10 @@ def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path
                         checkpoint_every_steps=5, eval_every_steps=100000)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt_dir = workdir / 'checkpoints'
-    _run_until(proc, ckpt_dir, 15, 'checkpoints')
+    _wait_for_step(proc, functools.partial(_steps_saved, ckpt_dir), 15)
     proc.send_signal(signal.SIGKILL)  # no chance to finish an async save or flush anything
     proc.wait()
-    last = max(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+    last = max(_steps_saved(ckpt_dir))
     _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)
 
 
@@ -189,11 +194,11 @@ def test_sigterm_saves_at_the_next_step_and_resumes(shared_data_dir, tmp_path):
                         checkpoint_every_steps=100000, eval_every_steps=100000)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt_dir = workdir / 'checkpoints'
-    _run_until(proc, ckpt_dir, 3, 'metrics')
+    _wait_for_step(proc, functools.partial(_steps_logged, workdir), 3)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 128 + signal.SIGTERM, out
-    last = max(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+    last = max(_steps_saved(ckpt_dir))
     assert f'stopped by SIGTERM after step {last}' in out
     assert max(train_losses(workdir)) == last  # stopped at the step it saved
     _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)

@@ -3,6 +3,7 @@ touching them, `--fresh` moves them aside, and non-finite steps are never applie
 
 import glob
 import os
+import pathlib
 import subprocess
 
 import jax
@@ -70,9 +71,9 @@ def test_config_that_does_not_fit_the_run_is_refused_and_fresh_moves_it_aside(
     out = subprocess.run(cmd + ['--config.model.num_layers=3', '--fresh'], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    [previous] = glob.glob(str(workdir / 'checkpoints.previous-*'))
-    assert f'moved the previous checkpoints to {previous}' in out.stdout
-    assert sorted(os.listdir(previous)) == ['1', '2', 'config.json']
+    [previous] = glob.glob(str(workdir / 'previous-*'))
+    assert f'moved the previous run (checkpoints, config, metrics) to {previous}' in out.stdout
+    assert _snapshot(pathlib.Path(previous)) == before  # the whole previous run, unchanged
     assert sorted(train_losses(workdir)) == [1, 2]  # started over at step 1
     stacked = jax.tree.leaves(_checkpoint_shapes(workdir / 'checkpoints', 2)['layers'])
     assert {leaf.shape[0] for leaf in stacked} == {3}  # the new model's layers
