@@ -45,13 +45,13 @@ def load_run(workdir: str, checkpoint: str | None = None, *,
         cfg.model.dtype = dtype
     model = build_model(cfg)
     directory, step = checkpoint_location(workdir, cfg, checkpoint)
-    if checkpoint is None and not _has_steps(directory):
+    if checkpoint is None and not has_steps(directory):
         raise CheckpointError(f'{workdir} has no checkpoint yet ({directory} holds no step): '
                               'train it first, or pass --checkpoint')
     abstract = param_abstract(model, cfg.data.seq_len, local_device())
     step, params = restore_params(directory, abstract, step=step)
     _require_finite(params, os.path.join(directory, str(step)))
-    return LoadedRun(cfg, model, _tokenizer(workdir, cfg), params, step, workdir)
+    return LoadedRun(cfg, model, run_tokenizer(workdir, cfg), params, step, workdir)
 
 
 def _all_finite(x: jax.Array) -> jax.Array:
@@ -81,7 +81,7 @@ def checkpoint_location(workdir: str, cfg: ml_collections.ConfigDict,
                         checkpoint: str | None = None) -> tuple[str, int | None]:
     """(checkpoints directory, step or None = latest) that `load_run` reads; see there."""
     own = os.path.join(workdir, 'checkpoints')
-    if checkpoint is None and not _has_steps(own) and cfg.get('init_params_from'):
+    if checkpoint is None and not has_steps(own) and cfg.get('init_params_from'):
         checkpoint = cfg.init_params_from  # e.g. a converted model before any fine-tuning
     return split_checkpoint_path(checkpoint or own)
 
@@ -90,11 +90,12 @@ def local_device() -> jax.sharding.Sharding:
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
-def _has_steps(directory: str) -> bool:
+def has_steps(directory: str) -> bool:
+    """Whether `directory` holds any checkpoint step (a folder named by its step number)."""
     return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
-def _tokenizer(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
+def run_tokenizer(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
     """The run's own copy of its tokenizer; only runs from before that copy existed rebuild it
     from the corpus."""
     hf_path = os.path.join(workdir, TOKENIZER_JSON)  # a converted HF checkpoint's

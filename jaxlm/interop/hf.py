@@ -767,7 +767,7 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
 
     cfg = load.read_run_config(workdir)
     directory, step = load.checkpoint_location(workdir, cfg, checkpoint)
-    if step is None and not load._has_steps(directory):
+    if step is None and not load.has_steps(directory):
         raise ConversionError(f'{workdir} has nothing to export: no checkpoint in {directory} '
                               '(train the run first, or name one with --checkpoint)')
     check_target(out_dir, workdir, 'Hugging Face model', HF_MARKERS, overwrite)
@@ -782,7 +782,7 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
     base_path = os.path.join(workdir, HF_CONFIG_COPY)
     base = read_json(base_path) if os.path.exists(base_path) else None
     dtype = dtype or (hf_dtype_name(base) if base else cfg.model.param_dtype)
-    ids = special_token_ids(load._tokenizer(workdir, cfg), cfg, base)
+    ids = special_token_ids(load.run_tokenizer(workdir, cfg), cfg, base)
     hf = with_ids(hf_config(cfg.model, base, dtype), ids)
     generation_path = os.path.join(workdir, 'generation_config.json')
     generation = with_ids(read_json(generation_path) if os.path.exists(generation_path)
