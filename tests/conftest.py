@@ -4,6 +4,8 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 
 # Before JAX initialises: every test process sees 8 CPU devices to build meshes from.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
@@ -99,3 +101,28 @@ def sharded_value_and_grad(loss_fn, init_fn, params, batch, mesh_shape: dict[str
                            out_shardings=(None, shardings)).lower(params, batch).compile()
         loss, grads = compiled(params, batch)
     return loss, grads, compiled.as_text()
+
+
+def steps_saved(ckpt_dir) -> list[int]:
+    """The complete checkpoint steps in `ckpt_dir`."""
+    names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
+    return [int(p) for p in names if p.isdigit()]  # not '<step>.orbax-checkpoint-tmp'
+
+
+def steps_logged(workdir) -> list[int]:
+    """The training steps in `workdir`'s metrics.jsonl."""
+    return list(train_losses(workdir)) if (workdir / 'metrics.jsonl').exists() else []
+
+
+def wait_for_step(proc, steps: Callable[[], list[int]], at_least: int) -> None:
+    """Waits until `steps()` reaches `at_least` while `proc` trains."""
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        done = steps()
+        if done and max(done) >= at_least:
+            return
+        if proc.poll() is not None:
+            pytest.fail('training exited early:\n' + proc.stdout.read().decode())
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f'no step {at_least} within 180 s')

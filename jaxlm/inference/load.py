@@ -15,7 +15,12 @@ from jaxlm.data.grain_pipeline import tokenizer_only
 from jaxlm.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
 from jaxlm.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
 from jaxlm.models.transformer import Transformer
-from jaxlm.trainer.checkpoint import CheckpointError, restore_params, split_checkpoint_path
+from jaxlm.trainer.checkpoint import (
+    CheckpointError,
+    has_checkpoints,
+    restore_params,
+    split_checkpoint_path,
+)
 from jaxlm.trainer.loop import TOKENIZER_FILE, build_model
 from jaxlm.trainer.state import param_abstract
 
@@ -45,7 +50,7 @@ def load_run(workdir: str, checkpoint: str | None = None, *,
         cfg.model.dtype = dtype
     model = build_model(cfg)
     directory, step = checkpoint_location(workdir, cfg, checkpoint)
-    if checkpoint is None and not has_steps(directory):
+    if checkpoint is None and not has_checkpoints(directory):
         raise CheckpointError(f'{workdir} has no checkpoint yet ({directory} holds no step): '
                               'train it first, or pass --checkpoint')
     abstract = param_abstract(model, cfg.data.seq_len, local_device())
@@ -81,18 +86,13 @@ def checkpoint_location(workdir: str, cfg: ml_collections.ConfigDict,
                         checkpoint: str | None = None) -> tuple[str, int | None]:
     """(checkpoints directory, step or None = latest) that `load_run` reads; see there."""
     own = os.path.join(workdir, 'checkpoints')
-    if checkpoint is None and not has_steps(own) and cfg.get('init_params_from'):
+    if checkpoint is None and not has_checkpoints(own) and cfg.get('init_params_from'):
         checkpoint = cfg.init_params_from  # e.g. a converted model before any fine-tuning
     return split_checkpoint_path(checkpoint or own)
 
 
 def local_device() -> jax.sharding.Sharding:
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-
-def has_steps(directory: str) -> bool:
-    """Whether `directory` holds any checkpoint step (a folder named by its step number)."""
-    return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
 
 
 def run_tokenizer(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:

@@ -761,13 +761,13 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
     from flax import traverse_util  # noqa: PLC0415
 
     from jaxlm.inference import load  # noqa: PLC0415
-    from jaxlm.trainer.checkpoint import restore_params  # noqa: PLC0415
+    from jaxlm.trainer.checkpoint import has_checkpoints, restore_params  # noqa: PLC0415
     from jaxlm.trainer.loop import build_model  # noqa: PLC0415
     from jaxlm.trainer.state import param_abstract  # noqa: PLC0415
 
     cfg = load.read_run_config(workdir)
     directory, step = load.checkpoint_location(workdir, cfg, checkpoint)
-    if step is None and not load.has_steps(directory):
+    if step is None and not has_checkpoints(directory):
         raise ConversionError(f'{workdir} has nothing to export: no checkpoint in {directory} '
                               '(train the run first, or name one with --checkpoint)')
     check_target(out_dir, workdir, 'Hugging Face model', HF_MARKERS, overwrite)

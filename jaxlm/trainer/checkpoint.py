@@ -59,6 +59,7 @@ class DamagedCheckpointError(RuntimeError):
 
 
 def has_checkpoints(directory: str) -> bool:
+    """Whether `directory` holds any checkpoint step (a folder named by its step number)."""
     return os.path.isdir(directory) and any(p.isdigit() for p in os.listdir(directory))
 
 

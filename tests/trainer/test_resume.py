@@ -7,13 +7,19 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 
 import jax
 import numpy as np
 import pytest
-from conftest import read_metrics, small_config, train_command, train_losses
+from conftest import (
+    read_metrics,
+    small_config,
+    steps_logged,
+    steps_saved,
+    train_command,
+    train_losses,
+    wait_for_step,
+)
 
 from jaxlm.trainer.loop import train
 
@@ -126,29 +132,6 @@ def test_flipped_bytes_are_detected_and_the_older_checkpoint_used(uninterrupted,
     assert _second_half(train_losses(workdir)) == _second_half(uninterrupted)
 
 
-def _steps_saved(ckpt_dir) -> list[int]:
-    names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
-    return [int(p) for p in names if p.isdigit()]  # not '<step>.orbax-checkpoint-tmp'
-
-
-def _steps_logged(workdir) -> list[int]:
-    return list(train_losses(workdir)) if (workdir / 'metrics.jsonl').exists() else []
-
-
-def _wait_for_step(proc, steps: Callable[[], list[int]], at_least: int) -> None:
-    """Waits until `steps()` reaches `at_least` while `proc` trains."""
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        done = steps()
-        if done and max(done) >= at_least:
-            return
-        if proc.poll() is not None:
-            pytest.fail('training exited early:\n' + proc.stdout.read().decode())
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f'no step {at_least} within 180 s')
-
-
 def _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path) -> None:
     """Running `cmd` again resumes from step `last` and trains the same steps as a run never
     stopped."""
@@ -179,10 +162,10 @@ def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path
                         checkpoint_every_steps=5, eval_every_steps=100000)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt_dir = workdir / 'checkpoints'
-    _wait_for_step(proc, functools.partial(_steps_saved, ckpt_dir), 15)
+    wait_for_step(proc, functools.partial(steps_saved, ckpt_dir), 15)
     proc.send_signal(signal.SIGKILL)  # no chance to finish an async save or flush anything
     proc.wait()
-    last = max(_steps_saved(ckpt_dir))
+    last = max(steps_saved(ckpt_dir))
     _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)
 
 
@@ -194,11 +177,11 @@ def test_sigterm_saves_at_the_next_step_and_resumes(shared_data_dir, tmp_path):
                         checkpoint_every_steps=100000, eval_every_steps=100000)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt_dir = workdir / 'checkpoints'
-    _wait_for_step(proc, functools.partial(_steps_logged, workdir), 3)
+    wait_for_step(proc, functools.partial(steps_logged, workdir), 3)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 128 + signal.SIGTERM, out
-    last = max(_steps_saved(ckpt_dir))
+    last = max(steps_saved(ckpt_dir))
     assert f'stopped by SIGTERM after step {last}' in out
     assert max(train_losses(workdir)) == last  # stopped at the step it saved
     _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)

@@ -2,6 +2,7 @@
 metrics and TensorBoard that read as one run after a kill, MFU against the host's real peak, and
 a full or read-only disk that fails in one line."""
 
+import functools
 import json
 import os
 import signal
@@ -9,20 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import read_metrics, train_command
-
-
-def _wait_for_step(proc, workdir, step: int) -> None:
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if (workdir / 'metrics.jsonl').exists() and any(
-                r.get('step', 0) >= step for r in read_metrics(workdir)):
-            return
-        if proc.poll() is not None:
-            pytest.fail('training exited early:\n' + proc.stdout.read().decode())
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f'no step {step} within 180 s')
+from conftest import read_metrics, steps_logged, train_command, wait_for_step
 
 
 def _read_metrics_lenient(workdir) -> list[dict]:
@@ -56,7 +44,7 @@ def test_one_run_per_workdir_and_a_killed_run_resumes_cleanly(shared_data_dir, t
     cmd = train_command(tmp_path, shared_data_dir, workdir, num_train_steps=100000,
                         checkpoint_every_steps=4, eval_every_steps=100000)
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_for_step(first, workdir, 6)  # a checkpoint at 4, steps logged after it
+    wait_for_step(first, functools.partial(steps_logged, workdir), 6)  # saved at 4, logged after
 
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 1
