@@ -31,7 +31,7 @@ demo: $(VENV)/.core
 	  $(PY) -m jaxlm.train --config experiments/tiny.py --workdir $(WORKDIR)
 	$(PY) -m jaxlm.eval --workdir $(WORKDIR) --tasks perplexity
 	$(PY) -m jaxlm.sample --workdir $(WORKDIR) --prompt 'ROMEO:' --prompt 'First Citizen:' \
-	  --max_new_tokens 120
+	  --max_new_tokens 100
 	@echo "workdir: $(abspath $(WORKDIR))  (tensorboard --logdir $(abspath $(WORKDIR)))"
 
 # CI=true: the full suite, strict. The suite sets 8 simulated CPU devices itself (conftest.py).
