@@ -8,15 +8,15 @@ Multi-host: start the same command on every host (SLURM and TPU pods are detecte
 
 Running the same command again on the same workdir resumes from its latest checkpoint; raising
 `--config.num_train_steps` continues the same run. A config that does not fit the workdir's run is
-refused; `--fresh` starts the workdir over (the previous run is moved aside). On SIGTERM the run
-saves a checkpoint at the next step boundary and exits with status 143 (128 + SIGTERM), so that
-a scheduler restarts it; the same command resumes it.
+refused; `--fresh` starts the workdir over (the previous run is moved aside). On SIGTERM or
+Ctrl-C the run saves a checkpoint at the next step boundary and exits with status 128 + the
+signal (143, 130), so that a scheduler restarts it; the same command resumes it. A second Ctrl-C
+stops at once.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 from absl import app, flags
@@ -60,8 +60,9 @@ def main(argv: list[str]) -> None:
         from jaxlm.evaluation.periodic import make_eval_hook  # noqa: PLC0415
 
         hook = make_eval_hook(cfg)
-    if train(cfg, _WORKDIR.value, eval_hook=hook, fresh=_FRESH.value)['preempted']:
-        sys.exit(128 + signal.SIGTERM)  # saved, not finished: a scheduler should run it again
+    stopped_by = train(cfg, _WORKDIR.value, eval_hook=hook, fresh=_FRESH.value)['stopped_by']
+    if stopped_by:
+        sys.exit(128 + stopped_by)  # saved, not finished: a scheduler should run it again
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ _TASKS: dict[str, type[Task]] = {}
 
 
 class UnknownTaskError(UserError, LookupError):
-    """A task name that no module registers."""
+    """A task name that no module registers, or an option its constructor does not take."""
 
 
 def register(name: str) -> Callable[[T], T]:
@@ -36,6 +37,11 @@ def get_task(name: str, **options: Any) -> Task:
     _load_builtin()
     if name not in _TASKS:
         raise UnknownTaskError(f'unknown task {name!r}; known tasks: {", ".join(list_tasks())}')
+    accepted = inspect.signature(_TASKS[name]).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UnknownTaskError(f'task {name!r} has no option {", ".join(unknown)}; its options: '
+                               f'{", ".join(accepted) or "none"}')
     return _TASKS[name](**options)
 
 

@@ -41,7 +41,7 @@ from jaxlm.trainer.checkpoint import (
     split_checkpoint_path,
 )
 from jaxlm.trainer.optim import make_optimizer, make_schedule
-from jaxlm.trainer.preemption import preemption_notice
+from jaxlm.trainer.preemption import stop_notice
 from jaxlm.trainer.state import (
     abstract_state,
     check_divisible,
@@ -181,9 +181,9 @@ EvalHook = Callable[[int, Transformer, Any, Any], dict[str, float]]
 def train(cfg: ml_collections.ConfigDict, workdir: str,
           devices: Sequence[jax.Device] | None = None,
           eval_hook: EvalHook | None = None, fresh: bool = False) -> dict[str, Any]:
-    """Runs (or resumes) the run in `workdir` up to `cfg.num_train_steps`, or until SIGTERM
-    (then the summary has `preempted`); returns a summary. `fresh`: start over, moving the
-    workdir's checkpoints aside, instead of resuming.
+    """Runs (or resumes) the run in `workdir` up to `cfg.num_train_steps`, or until SIGTERM or
+    Ctrl-C (saved; the summary's `stopped_by` is that signal's number); returns a summary.
+    `fresh`: start over, moving the workdir's checkpoints aside, instead of resuming.
 
     Process 0 holds the workdir's lock (`workdir_lock.py`) for the whole run."""
     devices = list(jax.devices() if devices is None else devices)
@@ -268,7 +268,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
         window_t, window_steps = time.perf_counter(), 0
         run_t0 = time.perf_counter()
         step = start_step
-        stop_requested = run.enter_context(preemption_notice())
+        notice = run.enter_context(stop_notice())
         preempted = False
         while step < total:
             batch = _global_batch(next(data.train_iter), batch_sh)
@@ -276,7 +276,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
             step += 1
             window_steps += 1
             guard.observe(step, step_metrics)
-            preempted = stop_requested(step) and step < total  # at `total` it is done anyway
+            preempted = notice.requested(step) and step < total  # at `total` it is done anyway
             if step % cfg.log_every_steps == 0 or step == total:
                 guard.check()
                 m = jax.device_get(step_metrics)
@@ -313,12 +313,13 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
                 ckpt.save(step, state, data.train_iter,
                           {'step': step, 'skipped_steps': guard.skipped})
             if preempted:
-                _say(f'stopped by SIGTERM after step {step}, saved as {ckpt.directory}/{step}: '
-                     'run the same command to resume')
+                _say(f'stopped by {notice.signal_name} after step {step}, saved as '
+                     f'{ckpt.directory}/{step}: run the same command to resume')
                 break
         writer.close()
     _say(f'workdir: {workdir}')
-    return {'step': step, 'workdir': workdir, 'preempted': preempted, **last_eval}
+    return {'step': step, 'workdir': workdir, 'stopped_by': notice.signum if preempted else 0,
+            **last_eval}
 
 
 def _start_or_resume(cfg: ml_collections.ConfigDict, workdir: str, fresh: bool) -> None:

@@ -170,18 +170,25 @@ def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_saves_at_the_next_step_and_resumes(shared_data_dir, tmp_path):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])  # a scheduler; Ctrl-C
+def test_stop_signal_saves_at_the_next_step_and_resumes(signum, shared_data_dir, tmp_path):
     workdir = tmp_path / 'run'
-    # No periodic checkpoint: the one on disk afterwards is the one SIGTERM made.
+    # No periodic checkpoint: the one on disk afterwards is the one the signal made.
     cmd = train_command(tmp_path, shared_data_dir, workdir, num_train_steps=100000,
                         checkpoint_every_steps=100000, eval_every_steps=100000)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The child must not inherit an ignored SIGINT (a handler resets to the default on exec).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     ckpt_dir = workdir / 'checkpoints'
     wait_for_step(proc, functools.partial(steps_logged, workdir), 3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert proc.returncode == 128 + signum, out
     last = max(steps_saved(ckpt_dir))
-    assert f'stopped by SIGTERM after step {last}' in out
+    assert f'stopped by {signal.Signals(signum).name} after step {last}' in out
+    assert 'Traceback' not in out
     assert max(train_losses(workdir)) == last  # stopped at the step it saved
     _resume_matches_uninterrupted(cmd, workdir, last, shared_data_dir, tmp_path)
