@@ -170,7 +170,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(shared_data_dir, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])  # a scheduler; Ctrl-C
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_stop_signal_saves_at_the_next_step_and_resumes(signum, shared_data_dir, tmp_path):
     workdir = tmp_path / 'run'
     # No periodic checkpoint: the one on disk afterwards is the one the signal made.
