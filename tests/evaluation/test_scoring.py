@@ -47,7 +47,7 @@ def test_registry():
             'winogrande', 'lambada'} <= set(list_tasks())
     with pytest.raises(UnknownTaskError, match='unknown task'):
         get_task('no_such_task')
-    with pytest.raises(UnknownTaskError, match="task 'mmlu' has no option splt; its options: split"):
+    with pytest.raises(UnknownTaskError, match="'mmlu' has no option splt; its options: split"):
         get_task('mmlu', splt='test')  # a typo in --option mmlu.splt=test
     with pytest.raises(ValueError, match='already registered'):
         register('mmlu')(FakeMC)
