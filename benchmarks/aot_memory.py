@@ -29,7 +29,7 @@ import jax
 import ml_collections
 
 from jaxlm import config as config_lib
-from jaxlm.models.transformer import count_params
+from jaxlm.models.decoder import count_params
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.loop import compile_training
 
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--repeats', type=int, default=1, help='pipeline.num_repeats (circular)')
     p.add_argument('--batch', type=int, default=1, help='sequences per data-parallel shard')
     p.add_argument('--seq_len', type=int, default=2048)
-    p.add_argument('--remat', default='', choices=('',) + config_lib.REMAT_POLICIES,
+    p.add_argument('--remat', default='', choices=('',) + tuple(REMAT_POLICIES),
                    help="override model.remat_policy (default: the experiment's)")
     p.add_argument('--dtype', default='', choices=('', 'bfloat16', 'float32'),
                    help="override model.dtype (default: the experiment's)")

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.inference.decode import generate
-from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import Transformer, count_params
 
 CONFIGS = {
     # The 25M config of train_throughput.py, with a 1024-token context.
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument('--json', default=None)
     args = ap.parse_args()
 
-    cfg = TransformerConfig(**CONFIGS[args.config], dtype=jnp.dtype(args.dtype))
+    cfg = ModelConfig(**CONFIGS[args.config], dtype=jnp.dtype(args.dtype))
     model = Transformer(cfg)
     params = jax.jit(lambda k: nn.unbox(model.init(k, jnp.zeros((1, 8), jnp.int32))['params']))(
         jax.random.PRNGKey(0))

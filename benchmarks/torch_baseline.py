@@ -1,5 +1,5 @@
 """A minimal PyTorch LLaMA-style decoder with the same architecture, shapes and initialisation
-as `jaxlm.models.transformer.Transformer` (RMSNorm, NeoX-layout RoPE, GQA, SwiGLU, untied or tied
+as `jaxlm.models.decoder.Transformer` (RMSNorm, NeoX-layout RoPE, GQA, SwiGLU, untied or tied
 head), trained with AdamW + global-norm clipping: the baseline a researcher would otherwise reach
 for. `benchmarks/train_throughput.py` times it against jaxlm on the same batch shapes.
 
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxlm.models.transformer import TransformerConfig
+from jaxlm.models.config import ModelConfig
 
 
-def check_supported(cfg: TransformerConfig) -> None:
+def check_supported(cfg: ModelConfig) -> None:
     unsupported = {k: v for k, v in (('norm', cfg.norm), ('mlp', cfg.mlp),
                                      ('positions', cfg.positions)) if v not in
                    ('rmsnorm', 'swiglu', 'rope')}
@@ -60,7 +60,7 @@ def apply_rope(x_BxLxHxD: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         d, h, k, dh = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.h, self.k, self.dh = h, k, dh
@@ -83,7 +83,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.gate = nn.Linear(cfg.d_model, cfg.mlp_dim, bias=False)
         self.up = nn.Linear(cfg.d_model, cfg.mlp_dim, bias=False)
@@ -94,7 +94,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attention = Attention(cfg)
@@ -107,7 +107,7 @@ class Block(nn.Module):
 
 
 class TorchTransformer(nn.Module):
-    def __init__(self, cfg: TransformerConfig, seq_len: int) -> None:
+    def __init__(self, cfg: ModelConfig, seq_len: int) -> None:
         super().__init__()
         check_supported(cfg)
         self.cfg = cfg

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from jaxlm import config as config_lib
-from jaxlm.models.transformer import count_params
+from jaxlm.models.decoder import count_params
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.loop import compile_training
 from jaxlm.trainer.state import init_state

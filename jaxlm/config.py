@@ -14,11 +14,11 @@ from typing import Any
 
 import ml_collections
 
-from jaxlm.errors import UserError
-
-# 'stage' (pipeline parallelism) sits outside fsdp/tensor so stage neighbours can be hosts apart:
-# one activation per microbatch crosses it, while fsdp/tensor collectives move every weight.
-MESH_AXES = ('data', 'stage', 'fsdp', 'tensor')
+from jaxlm.errors import ConfigError
+from jaxlm.models import registry
+from jaxlm.models.config import default_model_config, field_choices
+from jaxlm.objectives import registry as objectives
+from jaxlm.sharding import MESH_AXES
 
 # Logical axis name -> mesh axes. Parameters use `embed`; activations use `act_embed` so that FSDP
 # shards weights on the model dimension while activations stay batch-sharded (the same mesh axis
@@ -39,14 +39,6 @@ DEFAULT_LOGICAL_AXIS_RULES = (
     ('relpos_buckets', None),
 )
 
-NORMS = ('rmsnorm', 'layernorm')
-MLPS = ('swiglu', 'gelu', 'geglu')
-POSITIONS = ('rope', 'learned', 'sinusoidal', 'alibi', 't5_relative')
-ARCHITECTURES = ('decoder', 'encoder_decoder')
-OBJECTIVES = ('lm', 'span_corruption')
-ROPE_SCALING_KINDS = ('none', 'linear', 'llama3')
-REMAT_POLICIES = ('none', 'full', 'save_dots', 'save_dots_except_mlp', 'save_qkv_proj')
-DTYPES = ('float32', 'bfloat16', 'float16')
 SCHEDULES = ('cosine', 'linear', 'constant')
 TOKENIZERS = ('sentencepiece', 'byte', 'hf')
 # corpus/shards are read through grain; seqio through the `seqio` extra.
@@ -80,39 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.pipeline = ml_collections.ConfigDict(dict(num_microbatches=1, num_repeats=1))
     c.logical_axis_rules = DEFAULT_LOGICAL_AXIS_RULES
 
-    m = c.model = ml_collections.ConfigDict()
-    # 'encoder_decoder': T5-style (models/encoder_decoder.py), num_layers in each stack; it
-    # needs positions = 't5_relative' and data.objective = 'span_corruption'.
-    m.architecture = 'decoder'
-    m.vocab_size = 512
-    m.num_layers = 2
-    m.d_model = 128
-    m.num_heads = 4
-    m.num_kv_heads = 4
-    m.head_dim = 32
-    m.mlp_dim = 512
-    m.max_seq_len = 256
-    m.norm = 'rmsnorm'
-    m.norm_eps = 1e-5
-    m.mlp = 'swiglu'
-    m.positions = 'rope'
-    m.rope_theta = 10000.0
-    # RoPE frequency scaling, as transformers' rope_scaling: 'none'; 'linear' (inv_freq / factor);
-    # 'llama3' (Llama 3.1/3.2: long wavelengths / factor, short kept, smooth in between).
-    m.rope_scaling = ml_collections.ConfigDict(dict(
-        kind='none', factor=1.0, low_freq_factor=1.0, high_freq_factor=4.0,
-        original_max_seq_len=8192))
-    m.relative_buckets = 32  # 't5_relative': T5's bias buckets and the distance they span
-    m.relative_max_distance = 128
-    m.sliding_window = 0  # > 0: each query attends to the last `sliding_window` tokens (Mistral)
-    m.tie_embeddings = False
-    m.use_bias = False
-    m.qk_norm = False
-    m.dropout_rate = 0.0
-    m.init_std = 0.02
-    m.dtype = 'bfloat16'
-    m.param_dtype = 'float32'
-    m.remat_policy = 'none'
+    c.model = default_model_config()  # the schema: jaxlm/models/config.py
 
     d = c.data = ml_collections.ConfigDict()
     # 'corpus': read and tokenize `corpus`; 'shards': read the pre-tokenized shards in
@@ -166,10 +126,6 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-class ConfigError(UserError, ValueError):
-    """A config that cannot run; the message names the field."""
-
-
 def _check_known_keys(cfg: Any, ref: Any, prefix: str) -> None:
     for key in cfg.keys():
         name = f'{prefix}{key}'
@@ -209,17 +165,15 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     _check_known_keys(cfg, default_config(), '')
     m, d, o = cfg.model, cfg.data, cfg.optimizer
 
-    for field, allowed, value in (
-        ('model.norm', NORMS, m.norm), ('model.mlp', MLPS, m.mlp),
-        ('model.architecture', ARCHITECTURES, m.architecture),
-        ('data.source', DATA_SOURCES, d.source), ('data.objective', OBJECTIVES, d.objective),
-        ('model.positions', POSITIONS, m.positions),
-        ('model.rope_scaling.kind', ROPE_SCALING_KINDS, m.rope_scaling.kind),
-        ('model.remat_policy', REMAT_POLICIES, m.remat_policy),
-        ('model.dtype', DTYPES, m.dtype), ('model.param_dtype', DTYPES, m.param_dtype),
+    choices = [(f'model.{name}', allowed, _get(m, name))
+               for name, allowed in field_choices().items()]
+    for field, allowed, value in choices + [
+        ('model.architecture', tuple(registry.FAMILIES), m.architecture),
+        ('data.source', DATA_SOURCES, d.source),
+        ('data.objective', tuple(objectives.OBJECTIVES), d.objective),
         ('optimizer.schedule', SCHEDULES, o.schedule),
         ('data.tokenizer.kind', TOKENIZERS, d.tokenizer.kind),
-    ):
+    ]:
         if value not in allowed:
             raise ConfigError(f'`{field}` = {value!r} is not one of {allowed}')
 
@@ -307,18 +261,26 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     return mesh
 
 
+def _get(group: ml_collections.ConfigDict, dotted: str) -> Any:
+    for key in dotted.split('.'):
+        group = group[key]
+    return group
+
+
 def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
     """The model family, its position encoding, the data objective and source must agree."""
     m, d = cfg.model, cfg.data
-    enc_dec = m.architecture == 'encoder_decoder'
-    if enc_dec and m.positions != 't5_relative':
-        raise ConfigError('`model.positions` must be \'t5_relative\' for `model.architecture` = '
-                          f"'encoder_decoder' (T5), got {m.positions!r}")
-    if enc_dec != (d.objective == 'span_corruption'):
+    family = registry.get(m.architecture)
+    message = family.validate(cfg)
+    if message:
+        raise ConfigError(message)
+    wanted = set(family.input_fields(d))
+    fits = [name for name, objective in objectives.OBJECTIVES.items()
+            if set(objective().model_inputs()) == wanted]
+    if d.objective not in fits:
         raise ConfigError(
             f'`data.objective` = {d.objective!r} does not fit `model.architecture` = '
-            f"{m.architecture!r}: use 'span_corruption' with 'encoder_decoder' and 'lm' with "
-            "'decoder'")
+            f'{m.architecture!r}, whose batches need {sorted(wanted)}: use one of {fits}')
     if m.positions == 't5_relative' and m.relative_buckets < 4:
         raise ConfigError(f'`model.relative_buckets` must be at least 4, got {m.relative_buckets}')
     if not 0.0 < d.noise_density < 1.0:
@@ -336,12 +298,6 @@ def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
     if d.objective == 'span_corruption' and d.source == 'shards':
         raise ConfigError("`data.objective` = 'span_corruption' reads raw text (`data.source` = "
                           "'corpus' or 'seqio'); token shards are for 'lm'")
-    if enc_dec and cfg.eval.tasks:
-        raise ConfigError('`eval.tasks` scores decoder-only models; leave it empty for '
-                          "`model.architecture` = 'encoder_decoder'")
-    if enc_dec and d.inputs_len > m.max_seq_len:
-        raise ConfigError(
-            f'`data.inputs_len` ({d.inputs_len}) exceeds `model.max_seq_len` ({m.max_seq_len})')
 
 
 def _check_pipeline(cfg: ml_collections.ConfigDict, stages: int, rows_per_shard: int) -> None:

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input, config or state on disk; the message says which and how to fix it."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config that cannot run; the message names the field."""

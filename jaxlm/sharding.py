@@ -16,7 +16,9 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm.config import MESH_AXES
+# 'stage' (pipeline parallelism) sits outside fsdp/tensor so stage neighbours can be hosts apart:
+# one activation per microbatch crosses it, while fsdp/tensor collectives move every weight.
+MESH_AXES = ('data', 'stage', 'fsdp', 'tensor')
 
 Rules = Sequence[tuple[str, Any]]
 

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from jaxlm.config import ConfigError, check_vocab, default_config, resolve_mesh_shape, validate
-from jaxlm.models.transformer import TransformerConfig, count_params
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import count_params
 
 EXPERIMENTS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / 'experiments')
                      .glob('*.py') if not p.stem.startswith('_'))
@@ -112,9 +113,10 @@ def test_public_parameter_counts(name, expected):
     import jax
     import jax.numpy as jnp
 
-    from jaxlm.models.transformer import Transformer
+    from jaxlm.models.config import ModelConfig
+    from jaxlm.models.decoder import Transformer
 
-    cfg = TransformerConfig.from_config(
+    cfg = ModelConfig.from_config(
         importlib.import_module(f'experiments.{name}').get_config().model)
     shapes = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0),
                                                           jnp.zeros((1, 8), jnp.int32)))
@@ -127,7 +129,7 @@ def test_tiny_variants():
     assert tiny.get_config('byte').data.tokenizer.kind == 'byte'
     with pytest.raises(ValueError, match='unknown variant'):
         tiny.get_config('nope')
-    assert 300_000 <= count_params(TransformerConfig.from_config(tiny.get_config().model)) \
+    assert 300_000 <= count_params(ModelConfig.from_config(tiny.get_config().model)) \
         <= 2_000_000
 
 

@@ -15,6 +15,10 @@ import sentencepiece as spm
 
 from jaxlm.data import sources
 
+# A run's own copy of its SentencePiece model, beside config.json: sampling and evaluation read
+# it, never the corpus.
+TOKENIZER_FILE = 'tokenizer.model'
+
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 # Bump whenever the trainer options below change, so cached models are not reused.
 _SPM_VERSION = "spm-bpe-v1"

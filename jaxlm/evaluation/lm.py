@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.inference.decode import generate
-from jaxlm.models.transformer import Transformer
+from jaxlm.models.decoder import Transformer
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
 DEFAULT_MAX_GEN_TOKS = 256  # the harness's HFLM default when a request sets no max_gen_toks

@@ -14,7 +14,7 @@ import ml_collections
 
 from jaxlm.evaluation.lm import JaxLM
 from jaxlm.evaluation.registry import get_task
-from jaxlm.models.transformer import Transformer
+from jaxlm.models.decoder import Transformer
 
 
 def make_eval_hook(cfg: ml_collections.ConfigDict):

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.errors import UserError
-from jaxlm.models.transformer import init_cache
+from jaxlm.models import registry
+from jaxlm.models.decoder import init_cache
 
 _MIN_BUCKET = 16
 
@@ -138,6 +139,7 @@ def _cached_decoder(model: nn.Module, temperature: float, top_k: int, top_p: flo
     per (batch, prompt bucket) shape."""
     del mesh, rules  # only part of the cache key
     cfg = model.cfg
+    decoder = registry.family(cfg).decoder(model)
 
     @jax.jit
     def run(params: Any, tokens_BxP: jax.Array, lengths_B: jax.Array, key: jax.Array,
@@ -148,8 +150,8 @@ def _cached_decoder(model: nn.Module, temperature: float, top_k: int, top_p: flo
         positions_BxP = jnp.arange(p)[None] - (p - lengths_B)[:, None]
         positions_BxP = jnp.where(positions_BxP >= 0, positions_BxP, -1)
         cache = init_cache(cfg, b, cache_len)
-        logits, cache = model.apply({'params': params}, tokens_BxP, positions_BxL=positions_BxP,
-                                    cache=cache, last_only=True)
+        logits, cache = decoder.apply({'params': params}, tokens_BxP, cache, positions_BxP,
+                                      last_only=True)
         logits_BxV = logits[:, -1]
         tok_B = sample_logits(logits_BxV, jax.random.fold_in(key, 0), temperature, top_k,
                               top_p).astype(jnp.int32)
@@ -164,8 +166,8 @@ def _cached_decoder(model: nn.Module, temperature: float, top_k: int, top_p: flo
 
         def body(state):
             i, tok_B, cache, done_B, out_BxN, logits_BxNxV = state
-            logits, cache = model.apply({'params': params}, tok_B[:, None],
-                                        positions_BxL=(lengths_B + i - 1)[:, None], cache=cache)
+            logits, cache = decoder.apply({'params': params}, tok_B[:, None], cache,
+                                          (lengths_B + i - 1)[:, None])
             logits_BxV = logits[:, -1]
             tok_B = sample_logits(logits_BxV, jax.random.fold_in(key, i), temperature, top_k,
                                   top_p).astype(jnp.int32)

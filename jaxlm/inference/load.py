@@ -7,28 +7,33 @@ import json
 import os
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from jaxlm.data.grain_pipeline import tokenizer_only
 from jaxlm.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
-from jaxlm.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
-from jaxlm.models.transformer import Transformer
+from jaxlm.data.tokenizers import (
+    TOKENIZER_FILE,
+    ByteTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+)
+from jaxlm.models import params as param_lib
+from jaxlm.models.registry import build_model
 from jaxlm.trainer.checkpoint import (
     CheckpointError,
     has_checkpoints,
     restore_params,
     split_checkpoint_path,
 )
-from jaxlm.trainer.loop import TOKENIZER_FILE, build_model
-from jaxlm.trainer.state import param_abstract
 
 
 @dataclasses.dataclass
 class LoadedRun:
     config: ml_collections.ConfigDict
-    model: Transformer
+    model: nn.Module
     tokenizer: Tokenizer
     params: Any
     step: int
@@ -53,7 +58,7 @@ def load_run(workdir: str, checkpoint: str | None = None, *,
     if checkpoint is None and not has_checkpoints(directory):
         raise CheckpointError(f'{workdir} has no checkpoint yet ({directory} holds no step): '
                               'train it first, or pass --checkpoint')
-    abstract = param_abstract(model, cfg.data.seq_len, local_device())
+    abstract = param_lib.abstract(model, cfg.data.seq_len, local_device())
     step, params = restore_params(directory, abstract, step=step)
     _require_finite(params, os.path.join(directory, str(step)))
     return LoadedRun(cfg, model, run_tokenizer(workdir, cfg), params, step, workdir)

@@ -672,8 +672,8 @@ def write_run(leaves: Iterable[tuple[Path, Any]], cfg: Any, directory: str) -> N
     against the model), then config.json (whose `init_params_from` names where params/ will
     live) and config.py: `load_run` (sampling, evaluation) reads it, and `jaxlm.train` on the
     workdir starts fine-tuning from it with a fresh optimizer state, saving into `checkpoints/`."""
+    from jaxlm.models.registry import build_model  # noqa: PLC0415
     from jaxlm.trainer.checkpoint import save_params  # noqa: PLC0415
-    from jaxlm.trainer.loop import build_model  # noqa: PLC0415
 
     save_params(os.path.join(directory, PARAMS_DIR), 0,
                 checked_params(leaves, build_model(cfg), cfg.data.seq_len))
@@ -761,9 +761,9 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
     from flax import traverse_util  # noqa: PLC0415
 
     from jaxlm.inference import load  # noqa: PLC0415
+    from jaxlm.models import params as param_lib  # noqa: PLC0415
+    from jaxlm.models.registry import build_model  # noqa: PLC0415
     from jaxlm.trainer.checkpoint import has_checkpoints, restore_params  # noqa: PLC0415
-    from jaxlm.trainer.loop import build_model  # noqa: PLC0415
-    from jaxlm.trainer.state import param_abstract  # noqa: PLC0415
 
     cfg = load.read_run_config(workdir)
     directory, step = load.checkpoint_location(workdir, cfg, checkpoint)
@@ -771,7 +771,7 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
         raise ConversionError(f'{workdir} has nothing to export: no checkpoint in {directory} '
                               '(train the run first, or name one with --checkpoint)')
     check_target(out_dir, workdir, 'Hugging Face model', HF_MARKERS, overwrite)
-    abstract = traverse_util.flatten_dict(param_abstract(
+    abstract = traverse_util.flatten_dict(param_lib.abstract(
         build_model(cfg), cfg.data.seq_len, load.local_device()))
 
     def read(paths: tuple[Path, ...]) -> list[np.ndarray]:

@@ -3,10 +3,11 @@ QK-norm and an additive score bias (ALiBi, T5 relative positions). Causal self-a
 default; `causal=False` for an encoder, and keys/values from another sequence (`kv_BxTxD`) for
 cross-attention. Scores and softmax run in float32.
 
-With a KV cache (incremental decoding) the layer writes this call's keys and values into the
-cache at slot `index` (the same slot for every row) and attends over every cache slot; the mask
-then comes from the position stored with each slot (-1 = empty or padding), so left- or
-right-padded rows of different lengths each see exactly their own tokens.
+`CachedAttention` is the same layer (same parameters) for incremental decoding: it writes this
+call's keys and values into the KV cache (jaxlm/layers/cache.py) at slot `index`, the same slot
+for every row, and attends over every cache slot; the mask then comes from the position stored
+with each slot (-1 = empty or padding), so left- or right-padded rows of different lengths each
+see exactly their own tokens.
 
 With `sliding_window` = w > 0 (Mistral style, transformers' `q_idx - kv_idx < sliding_window`)
 a query at position i sees only keys j with i - w < j <= i: w tokens including itself.
@@ -14,10 +15,13 @@ a query at position i sees only keys j with i - w < j <= i: w tokens including i
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm.layers.cache import CacheView, LayerKV
 from jaxlm.layers.dense import DenseGeneral, Dtype
 from jaxlm.layers.matmul import einsum_f32
 from jaxlm.layers.norms import RMSNorm
@@ -51,27 +55,6 @@ def cross_attention_mask(query_segment_ids_BxS: jax.Array,
     return ((q == k) & (k != 0))[:, None, None]
 
 
-def cached_attention_mask(query_positions_BxS: jax.Array, key_positions_BxT: jax.Array,
-                          sliding_window: int = 0) -> jax.Array:
-    """[B, 1, 1, S, T] boolean for attention over a KV cache: a query at position p sees the
-    filled slots (position >= 0) holding positions <= p (and > p - w with `sliding_window`
-    w > 0). Padding queries (position -1) see nothing; their outputs are finite and unused."""
-    q = query_positions_BxS[:, :, None]
-    k = key_positions_BxT[:, None, :]
-    mask = (k >= 0) & (k <= q)
-    if sliding_window > 0:
-        mask &= q - k < sliding_window
-    return mask[:, None, None]
-
-
-def update_cache(cache_BxTxKxDh: jax.Array, new_BxSxKxDh: jax.Array,
-                 index: jax.Array) -> jax.Array:
-    """Writes `new` into slots [index, index + S) of every row."""
-    updated = jax.lax.dynamic_update_slice_in_dim(
-        cache_BxTxKxDh, new_BxSxKxDh.astype(cache_BxTxKxDh.dtype), index, axis=1)
-    return constrain(updated, ('batch', 'length', 'kv_heads', 'head_dim'))
-
-
 class Attention(nn.Module):
     num_heads: int
     num_kv_heads: int
@@ -92,71 +75,90 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, segment_ids_BxL: jax.Array, positions_BxL: jax.Array,
-                 deterministic: bool, cache: dict[str, jax.Array] | None = None,
-                 bias_BxHxSxT: jax.Array | None = None, kv_BxTxD: jax.Array | None = None,
-                 kv_segment_ids_BxT: jax.Array | None = None
-                 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
-        """Without `cache`: attention within packed segments; returns the output.
-        `bias_BxHxSxT` (batch may be 1) is added to the scores. With `kv_BxTxD` (and its
-        segment ids) keys and values come from that sequence: cross-attention, without RoPE.
-
-        With `cache` = {'key', 'value': [B, T, K, Dh] this layer's cache; 'index': scalar slot
-        of this call's first token; 'key_positions': [B, T] position held by each slot after
-        this call's write; 'query_positions': [B, S] this call's positions, -1 for padding}
-        (`segment_ids_BxL` is ignored, `positions_BxL` are the RoPE positions): returns
-        (output, {'key', 'value'} updated)."""
-        h, k, dh = self.num_heads, self.num_kv_heads, self.head_dim
-        proj = lambda n, axes, name: DenseGeneral(  # noqa: E731
-            (n, dh), ('embed', axes, 'head_dim'), activation_name=f'{name}_proj',
-            use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=name)
-        q_BxLxHxDh = proj(h, 'heads', 'query')(x_BxLxD)
-        source_BxTxD = x_BxLxD if kv_BxTxD is None else kv_BxTxD
-        k_BxLxKxDh = proj(k, 'kv_heads', 'key')(source_BxTxD)
-        v_BxLxKxDh = proj(k, 'kv_heads', 'value')(source_BxTxD)
-
-        if self.qk_norm:
-            norm = lambda name: RMSNorm(self.norm_eps, scale_axis='head_dim',  # noqa: E731
-                                        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-            q_BxLxHxDh = norm('query_norm')(q_BxLxHxDh)
-            k_BxLxKxDh = norm('key_norm')(k_BxLxKxDh)
-        if self.use_rope and kv_BxTxD is None:
-            q_BxLxHxDh = rope(q_BxLxHxDh, positions_BxL, self.rope_theta, self.rope_scaling)
-            k_BxLxKxDh = rope(k_BxLxKxDh, positions_BxL, self.rope_theta, self.rope_scaling)
-        q_BxLxHxDh = constrain(q_BxLxHxDh, ('batch', 'length', 'heads', 'head_dim'))
-        k_BxLxKxDh = constrain(k_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
-        v_BxLxKxDh = constrain(v_BxLxKxDh, ('batch', 'length', 'kv_heads', 'head_dim'))
-
-        new_cache = None
-        if kv_BxTxD is not None:
-            mask = cross_attention_mask(segment_ids_BxL, kv_segment_ids_BxT)
-        elif cache is None:
+                 deterministic: bool, bias_BxHxSxT: jax.Array | None = None,
+                 kv_BxTxD: jax.Array | None = None,
+                 kv_segment_ids_BxT: jax.Array | None = None) -> jax.Array:
+        """Attention within packed segments. `bias_BxHxSxT` (batch may be 1) is added to the
+        scores. With `kv_BxTxD` (and its segment ids) keys and values come from that sequence:
+        cross-attention, without RoPE."""
+        q_BxLxHxDh, k_BxTxKxDh, v_BxTxKxDh = _project(self, x_BxLxD, positions_BxL, kv_BxTxD)
+        if kv_BxTxD is None:
             mask = attention_mask(segment_ids_BxL, self.sliding_window, self.causal)
-        else:  # keys/values become the whole cache: [B, T, K, Dh], T >= L
-            k_BxLxKxDh = update_cache(cache['key'], k_BxLxKxDh, cache['index'])
-            v_BxLxKxDh = update_cache(cache['value'], v_BxLxKxDh, cache['index'])
-            new_cache = {'key': k_BxLxKxDh, 'value': v_BxLxKxDh}
-            mask = cached_attention_mask(cache['query_positions'], cache['key_positions'],
-                                         self.sliding_window)
+        else:
+            mask = cross_attention_mask(segment_ids_BxL, kv_segment_ids_BxT)
+        return _attend(self, q_BxLxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask, bias_BxHxSxT,
+                       deterministic, x_BxLxD.shape[-1])
 
-        b, length = q_BxLxHxDh.shape[:2]
-        q_BxLxKxGxDh = q_BxLxHxDh.reshape(b, length, k, h // k, dh)
-        scores_BxKxGxLxL = einsum_f32('blkgd,bskd->bkgls', q_BxLxKxGxDh, k_BxLxKxDh,
-                                      jnp.float32)
-        if self.scale_scores:
-            scores_BxKxGxLxL = scores_BxKxGxLxL * dh ** -0.5
-        if bias_BxHxSxT is not None:
-            scores_BxKxGxLxL = scores_BxKxGxLxL + bias_BxHxSxT.reshape(
-                bias_BxHxSxT.shape[0], k, h // k, *bias_BxHxSxT.shape[2:])
-        scores_BxKxGxLxL = jnp.where(mask, scores_BxKxGxLxL, _MASKED)
-        probs = jax.nn.softmax(scores_BxKxGxLxL, axis=-1).astype(self.dtype)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
-        out_BxLxKxGxDh = einsum_f32('bkgls,bskd->blkgd', probs, v_BxLxKxDh, self.dtype)
-        out_BxLxHxDh = constrain(out_BxLxKxGxDh.reshape(b, length, h, dh),
-                                 ('batch', 'length', 'heads', 'head_dim'))
-        out = DenseGeneral((x_BxLxD.shape[-1],), ('heads', 'head_dim', 'embed'), num_contract=2,
-                           activation_name='attention_out', use_bias=self.use_bias,
-                           init_std=self.init_std, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name='out')(out_BxLxHxDh)
-        out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
-        return out if new_cache is None else (out, new_cache)
+
+class CachedAttention(Attention):
+    """The same layer (same parameters) over a KV cache: causal self-attention of this call's
+    tokens to every filled slot, deterministic."""
+
+    @nn.compact
+    def __call__(self, x_BxSxD: jax.Array, positions_BxS: jax.Array, layer_kv: LayerKV,
+                 view: CacheView, bias_BxHxSxT: jax.Array | None = None
+                 ) -> tuple[jax.Array, LayerKV]:
+        """Writes this call's keys/values at slot `view.index`; `positions_BxS` are the RoPE
+        positions (padding at any valid one). Returns (output, this layer's updated cache)."""
+        q_BxSxHxDh, k_BxSxKxDh, v_BxSxKxDh = _project(self, x_BxSxD, positions_BxS, None)
+        layer_kv = layer_kv.write(k_BxSxKxDh, v_BxSxKxDh, view.index)
+        out = _attend(self, q_BxSxHxDh, layer_kv.key, layer_kv.value,
+                      view.mask(self.sliding_window), bias_BxHxSxT, True, x_BxSxD.shape[-1])
+        return out, layer_kv
+
+
+def _project(layer: Attention, x_BxLxD: jax.Array, positions_BxL: jax.Array,
+             kv_BxTxD: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Queries from `x`, keys and values from `kv_BxTxD` (else `x`), QK-normed and (self-
+    attention) rotated; called inside `layer`'s compact `__call__`."""
+    h, k, dh = layer.num_heads, layer.num_kv_heads, layer.head_dim
+    proj = functools.partial(_projection, layer, dh)
+    q_BxLxHxDh = proj(h, 'heads', 'query')(x_BxLxD)
+    source_BxTxD = x_BxLxD if kv_BxTxD is None else kv_BxTxD
+    k_BxTxKxDh = proj(k, 'kv_heads', 'key')(source_BxTxD)
+    v_BxTxKxDh = proj(k, 'kv_heads', 'value')(source_BxTxD)
+    if layer.qk_norm:
+        norm = functools.partial(RMSNorm, layer.norm_eps, scale_axis='head_dim',
+                                 dtype=layer.dtype, param_dtype=layer.param_dtype)
+        q_BxLxHxDh = norm(name='query_norm')(q_BxLxHxDh)
+        k_BxTxKxDh = norm(name='key_norm')(k_BxTxKxDh)
+    if layer.use_rope and kv_BxTxD is None:
+        q_BxLxHxDh = rope(q_BxLxHxDh, positions_BxL, layer.rope_theta, layer.rope_scaling)
+        k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxL, layer.rope_theta, layer.rope_scaling)
+    return (constrain(q_BxLxHxDh, ('batch', 'length', 'heads', 'head_dim')),
+            constrain(k_BxTxKxDh, ('batch', 'length', 'kv_heads', 'head_dim')),
+            constrain(v_BxTxKxDh, ('batch', 'length', 'kv_heads', 'head_dim')))
+
+
+def _projection(layer: Attention, head_dim: int, num: int, axis: str, name: str) -> DenseGeneral:
+    return DenseGeneral((num, head_dim), ('embed', axis, 'head_dim'),
+                        activation_name=f'{name}_proj', use_bias=layer.use_bias,
+                        init_std=layer.init_std, dtype=layer.dtype, param_dtype=layer.param_dtype,
+                        name=name)
+
+
+def _attend(layer: Attention, q_BxLxHxDh: jax.Array, k_BxTxKxDh: jax.Array,
+            v_BxTxKxDh: jax.Array, mask: jax.Array, bias_BxHxSxT: jax.Array | None,
+            deterministic: bool, features: int) -> jax.Array:
+    """softmax(q k^T [* Dh^-0.5] + bias, masked) v, grouped by KV head, then the output
+    projection to `features`."""
+    h, k, dh = layer.num_heads, layer.num_kv_heads, layer.head_dim
+    b, length = q_BxLxHxDh.shape[:2]
+    q_BxLxKxGxDh = q_BxLxHxDh.reshape(b, length, k, h // k, dh)
+    scores_BxKxGxLxT = einsum_f32('blkgd,btkd->bkglt', q_BxLxKxGxDh, k_BxTxKxDh, jnp.float32)
+    if layer.scale_scores:
+        scores_BxKxGxLxT = scores_BxKxGxLxT * dh ** -0.5
+    if bias_BxHxSxT is not None:
+        scores_BxKxGxLxT = scores_BxKxGxLxT + bias_BxHxSxT.reshape(
+            bias_BxHxSxT.shape[0], k, h // k, *bias_BxHxSxT.shape[2:])
+    scores_BxKxGxLxT = jnp.where(mask, scores_BxKxGxLxT, _MASKED)
+    probs = jax.nn.softmax(scores_BxKxGxLxT, axis=-1).astype(layer.dtype)
+    probs = nn.Dropout(layer.dropout_rate)(probs, deterministic=deterministic)
+    out_BxLxKxGxDh = einsum_f32('bkglt,btkd->blkgd', probs, v_BxTxKxDh, layer.dtype)
+    out_BxLxHxDh = constrain(out_BxLxKxGxDh.reshape(b, length, h, dh),
+                             ('batch', 'length', 'heads', 'head_dim'))
+    out = DenseGeneral((features,), ('heads', 'head_dim', 'embed'), num_contract=2,
+                       activation_name='attention_out', use_bias=layer.use_bias,
+                       init_std=layer.init_std, dtype=layer.dtype, param_dtype=layer.param_dtype,
+                       name='out')(out_BxLxHxDh)
+    return nn.Dropout(layer.dropout_rate)(out, deterministic=deterministic)

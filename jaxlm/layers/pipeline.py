@@ -70,6 +70,9 @@ class PipelineSchedule:
                 'stages - 1)')
 
 
+NO_PIPELINE = PipelineSchedule()  # the layers in sequence
+
+
 class LayerStack(nn.Module):
     block: Callable[..., nn.Module]  # a Module class (possibly nn.remat-wrapped)
     block_args: tuple  # its constructor's positional arguments

@@ -1,4 +1,4 @@
-"""The T5-style encoder-decoder (T5.1.1 flavour from the shared `TransformerConfig`).
+"""The T5-style encoder-decoder (T5.1.1 flavour from the shared `ModelConfig`).
 
 Built from the decoder-only model's layers: pre-norm blocks of `Attention` and `MLP` (RMSNorm and
 gated GELU for T5.1.1), each stack a `LayerStack` of identical blocks (a scan, or with a
@@ -13,35 +13,24 @@ layers, final_norm}, and lm_head unless the embeddings are tied.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxlm.layers.attention import Attention
 from jaxlm.layers.embeddings import Embed
-from jaxlm.layers.mlp import MLP
-from jaxlm.layers.norms import make_norm
-from jaxlm.layers.pipeline import LayerStack, PipelineSchedule
+from jaxlm.layers.pipeline import NO_PIPELINE, LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RelativePositionBias
-from jaxlm.models.transformer import TransformerConfig, output_logits, remat_block
+from jaxlm.models.blocks import Block, block_params, norm, norm_params, remat_block
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.family import Batch, Field, ModelFamily, default_layout, dummy_tokens
+from jaxlm.models.heads import LMHead
 from jaxlm.sharding import constrain
 
 _ACT = ('batch', 'length', 'act_embed')
 
 
-def _norm(c: TransformerConfig, name: str) -> nn.Module:
-    return make_norm(c.norm, eps=c.norm_eps, use_bias=c.use_bias, dtype=c.dtype,
-                     param_dtype=c.param_dtype, name=name)
-
-
-def _attention(c: TransformerConfig, name: str, causal: bool) -> Attention:
-    return Attention(c.num_heads, c.num_kv_heads, c.head_dim, use_rope=False, causal=causal,
-                     scale_scores=False, qk_norm=c.qk_norm, norm_eps=c.norm_eps,
-                     use_bias=c.use_bias, dropout_rate=c.dropout_rate, init_std=c.init_std,
-                     dtype=c.dtype, param_dtype=c.param_dtype, name=name)
-
-
-def _relative_bias(c: TransformerConfig, bidirectional: bool) -> RelativePositionBias:
+def _relative_bias(c: ModelConfig, bidirectional: bool) -> RelativePositionBias:
     """The stack's one bias table, shared by all its layers (bidirectional in the encoder)."""
     return RelativePositionBias(c.num_heads, bidirectional=bidirectional,
                                 num_buckets=c.relative_buckets,
@@ -49,63 +38,16 @@ def _relative_bias(c: TransformerConfig, bidirectional: bool) -> RelativePositio
                                 param_dtype=c.param_dtype, name='relative_bias')
 
 
-def _mlp_residual(c: TransformerConfig, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
-    h = _norm(c, 'mlp_norm')(x_BxLxD)
-    h = MLP(c.mlp, c.mlp_dim, use_bias=c.use_bias, dropout_rate=c.dropout_rate,
-            init_std=c.init_std, dtype=c.dtype, param_dtype=c.param_dtype,
-            name='mlp')(h, deterministic)
-    return constrain(x_BxLxD + h, _ACT)
-
-
-class EncoderBlock(nn.Module):
-    """x + self_attention(norm(x)) over the whole packed example, then x + mlp(norm(x))."""
-
-    cfg: TransformerConfig
-    deterministic: bool = True
-
-    @nn.compact
-    def __call__(self, x_BxSxD: jax.Array, segment_ids_BxS: jax.Array, positions_BxS: jax.Array,
-                 bias_BxHxSxS: jax.Array) -> tuple[jax.Array, None]:
-        c = self.cfg
-        h = _norm(c, 'attention_norm')(x_BxSxD)
-        h = _attention(c, 'attention', causal=False)(
-            h, segment_ids_BxS, positions_BxS, self.deterministic, bias_BxHxSxT=bias_BxHxSxS)
-        x_BxSxD = constrain(x_BxSxD + h, _ACT)
-        return _mlp_residual(c, x_BxSxD, self.deterministic), None
-
-
-class DecoderBlock(nn.Module):
-    """Causal self-attention, then cross-attention to the encoder output, then the MLP."""
-
-    cfg: TransformerConfig
-    deterministic: bool = True
-
-    @nn.compact
-    def __call__(self, y_BxLxD: jax.Array, segment_ids_BxL: jax.Array, positions_BxL: jax.Array,
-                 bias_BxHxLxL: jax.Array, encoded_BxSxD: jax.Array,
-                 encoder_segment_ids_BxS: jax.Array) -> tuple[jax.Array, None]:
-        c = self.cfg
-        h = _norm(c, 'attention_norm')(y_BxLxD)
-        h = _attention(c, 'attention', causal=True)(
-            h, segment_ids_BxL, positions_BxL, self.deterministic, bias_BxHxSxT=bias_BxHxLxL)
-        y_BxLxD = constrain(y_BxLxD + h, _ACT)
-        h = _norm(c, 'cross_attention_norm')(y_BxLxD)
-        h = _attention(c, 'cross_attention', causal=False)(
-            h, segment_ids_BxL, positions_BxL, self.deterministic, kv_BxTxD=encoded_BxSxD,
-            kv_segment_ids_BxT=encoder_segment_ids_BxS)
-        y_BxLxD = constrain(y_BxLxD + h, _ACT)
-        return _mlp_residual(c, y_BxLxD, self.deterministic), None
-
-
-def _stack(block: type[nn.Module], c: TransformerConfig, deterministic: bool,
-           schedule: PipelineSchedule) -> LayerStack:
-    """`num_layers` blocks under 'layers', stored as `nn.scan` stores them either way."""
-    return LayerStack(remat_block(block, c), (c, deterministic), c.num_layers, schedule,
-                      name='layers')
+def _stack(c: ModelConfig, deterministic: bool, schedule: PipelineSchedule,
+           decoder: bool) -> LayerStack:
+    """`num_layers` T5 blocks (unscaled scores; the decoder's causal, with cross-attention)
+    under 'layers', stored as `nn.scan` stores them either way."""
+    return LayerStack(remat_block(Block, c), (c, deterministic, decoder, decoder, False),
+                      c.num_layers, schedule, name='layers')
 
 
 class Encoder(nn.Module):
-    cfg: TransformerConfig
+    cfg: ModelConfig
     pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
@@ -113,14 +55,14 @@ class Encoder(nn.Module):
                  deterministic: bool) -> jax.Array:
         c = self.cfg
         bias = _relative_bias(c, bidirectional=True)(positions_BxS, positions_BxS)
-        x_BxSxD = _stack(EncoderBlock, c, deterministic, self.pipeline)(
+        x_BxSxD = _stack(c, deterministic, self.pipeline, decoder=False)(
             x_BxSxD, segment_ids_BxS, positions_BxS, bias)
-        x_BxSxD = _norm(c, 'final_norm')(x_BxSxD)
+        x_BxSxD = norm(c, 'final_norm')(x_BxSxD)
         return nn.Dropout(c.dropout_rate)(x_BxSxD, deterministic=deterministic)
 
 
 class Decoder(nn.Module):
-    cfg: TransformerConfig
+    cfg: ModelConfig
     pipeline: PipelineSchedule = PipelineSchedule()
 
     @nn.compact
@@ -131,27 +73,19 @@ class Decoder(nn.Module):
         bias = _relative_bias(c, bidirectional=False)(positions_BxL, positions_BxL)
         # The encoder output and its segment ids lead with the batch dim like the decoder's own
         # side inputs, so each pipeline microbatch cross-attends to its own rows.
-        y_BxLxD = _stack(DecoderBlock, c, deterministic, self.pipeline)(
+        y_BxLxD = _stack(c, deterministic, self.pipeline, decoder=True)(
             y_BxLxD, segment_ids_BxL, positions_BxL, bias, encoded_BxSxD, encoder_segment_ids_BxS)
-        y_BxLxD = _norm(c, 'final_norm')(y_BxLxD)
+        y_BxLxD = norm(c, 'final_norm')(y_BxLxD)
         return nn.Dropout(c.dropout_rate)(y_BxLxD, deterministic=deterministic)
 
 
-def _default_layout(tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None,
-                    positions_BxL: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """One unpacked example per row when segment ids / positions are not given."""
-    if segment_ids_BxL is None:
-        segment_ids_BxL = jnp.ones_like(tokens_BxL)
-    if positions_BxL is None:
-        positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
-    return segment_ids_BxL, positions_BxL
-
-
 class EncoderDecoder(nn.Module):
-    cfg: TransformerConfig
+    cfg: ModelConfig
     # Training-time layer schedule of both stacks (mesh.stage > 1): each is pipelined in turn
     # over all the stages; the parameter layout is the non-pipelined one.
     pipeline: PipelineSchedule = PipelineSchedule()
+    # Tied T5 rescales the decoder output by 1/sqrt(d_model) before the shared embedding.
+    head: Any = LMHead(rescale_tied=True)
 
     @nn.compact
     def __call__(self, encoder_tokens_BxS: jax.Array, decoder_tokens_BxL: jax.Array,
@@ -163,10 +97,10 @@ class EncoderDecoder(nn.Module):
         """Float32 logits [batch, decoder length, vocab]. Decoder tokens are the targets
         shifted right within each packed example (0 starts each), as in T5."""
         c = self.cfg
-        enc_seg, enc_pos = _default_layout(encoder_tokens_BxS, encoder_segment_ids_BxS,
-                                           encoder_positions_BxS)
-        dec_seg, dec_pos = _default_layout(decoder_tokens_BxL, decoder_segment_ids_BxL,
-                                           decoder_positions_BxL)
+        enc_seg, enc_pos = default_layout(encoder_tokens_BxS, encoder_segment_ids_BxS,
+                                          encoder_positions_BxS)
+        dec_seg, dec_pos = default_layout(decoder_tokens_BxL, decoder_segment_ids_BxL,
+                                          decoder_positions_BxL)
         embed = Embed(c.vocab_size, c.d_model, init_std=c.init_std, dtype=c.dtype,
                       param_dtype=c.param_dtype, name='token_embed')
         dropout = nn.Dropout(c.dropout_rate)
@@ -177,35 +111,22 @@ class EncoderDecoder(nn.Module):
         y_BxLxD = constrain(dropout(embed(decoder_tokens_BxL), deterministic=deterministic), _ACT)
         y_BxLxD = Decoder(c, self.pipeline, name='decoder')(y_BxLxD, dec_seg, dec_pos,
                                                             encoded_BxSxD, enc_seg, deterministic)
-        # Tied T5 rescales the decoder output by 1/sqrt(d_model) before the shared embedding.
-        return output_logits(self, y_BxLxD, embed, tied_scale=c.d_model ** -0.5)
+        return self.head(self, y_BxLxD, embed)
 
 
-def _stack_params(cfg: TransformerConfig, num_attention: int) -> int:
-    """One stack: layers of `num_attention` attention sublayers + MLP, their norms, the final
-    norm and the relative bias table."""
-    d, h, k, dh, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
-    bias = cfg.use_bias
-    norm = d * (2 if cfg.norm == 'layernorm' and bias else 1)
-    attn = d * dh * (h + 2 * k) + h * dh * d + bias * (dh * (h + 2 * k) + d)
-    if cfg.qk_norm:
-        attn += 2 * dh
-    n_in = 1 if cfg.mlp == 'gelu' else 2
-    mlp = n_in * d * f + f * d + bias * (n_in * f + d)
-    per_layer = num_attention * attn + mlp + (num_attention + 1) * norm
-    return cfg.num_layers * per_layer + norm + cfg.relative_buckets * h
-
-
-def count_params(cfg: TransformerConfig) -> int:
+def count_params(cfg: ModelConfig) -> int:
     """Closed-form parameter count (a test checks it against `init` and T5.1.1's published
-    sizes)."""
-    total = cfg.vocab_size * cfg.d_model + _stack_params(cfg, 1) + _stack_params(cfg, 2)
+    sizes): the shared embedding, two stacks (layers, final norm, relative bias table each; the
+    decoder's layers with cross-attention) and the head."""
+    stacks = sum(cfg.num_layers * block_params(cfg, cross) + norm_params(cfg)
+                 + cfg.relative_buckets * cfg.num_heads for cross in (False, True))
+    total = cfg.vocab_size * cfg.d_model + stacks
     if not cfg.tie_embeddings:
         total += cfg.d_model * cfg.vocab_size
     return total
 
 
-def flops_per_example(cfg: TransformerConfig, inputs_len: int, targets_len: int) -> float:
+def flops_per_example(cfg: ModelConfig, inputs_len: int, targets_len: int) -> float:
     """Training FLOPs of one (inputs_len, targets_len) example: 6 x tokens x the matmul
     parameters each token passes through (cross-attention keys/values are projected from the
     encoder tokens, its queries/outputs from the decoder tokens; the head once per target), plus
@@ -218,3 +139,54 @@ def flops_per_example(cfg: TransformerConfig, inputs_len: int, targets_len: int)
     hd = h * dh * cfg.num_layers
     scores = 2 * 2 * hd * (inputs_len ** 2 + targets_len ** 2 / 2 + targets_len * inputs_len)
     return 6 * (encoder + decoder) + 3 * scores
+
+
+ENCODER_FIELDS = ('encoder_inputs', 'encoder_segment_ids', 'encoder_positions')
+
+
+class EncoderDecoderFamily(ModelFamily):
+    """Reads the decoder fields of an LM batch ([B, seq_len]: the shifted targets) and the
+    encoder's tokens and packing layout ([B, inputs_len])."""
+
+    name = 'encoder_decoder'
+
+    def build(self, cfg: ModelConfig, pipeline: PipelineSchedule = NO_PIPELINE
+              ) -> EncoderDecoder:
+        return EncoderDecoder(cfg, pipeline)
+
+    def input_fields(self, data_cfg: Any) -> dict[str, Field]:
+        fields = {k: Field((data_cfg.seq_len,)) for k in ('inputs', 'segment_ids', 'positions')}
+        fields.update({k: Field((data_cfg.inputs_len,)) for k in ENCODER_FIELDS})
+        return fields
+
+    def init_inputs(self, seq_len: int) -> tuple[jax.Array, ...]:
+        return (dummy_tokens(seq_len), dummy_tokens(seq_len))
+
+    def apply(self, model: nn.Module, params: Any, batch: Batch, *, deterministic: bool = True,
+              rngs: dict[str, jax.Array] | None = None) -> jax.Array:
+        return model.apply({'params': params}, batch['encoder_inputs'], batch['inputs'],
+                           batch['encoder_segment_ids'], batch['segment_ids'],
+                           batch['encoder_positions'], batch['positions'],
+                           deterministic=deterministic, rngs=rngs)
+
+    def count_params(self, cfg: ModelConfig) -> int:
+        return count_params(cfg)
+
+    def flops_per_example(self, cfg: ModelConfig, data_cfg: Any) -> float:
+        return flops_per_example(cfg, data_cfg.inputs_len, data_cfg.seq_len)
+
+    def validate(self, run_cfg: Any) -> str | None:
+        m, d = run_cfg.model, run_cfg.data
+        if m.positions != 't5_relative':
+            return (f"`model.positions` must be 't5_relative' for `model.architecture` = "
+                    f"'encoder_decoder' (T5), got {m.positions!r}")
+        if run_cfg.eval.tasks:
+            return ("`eval.tasks` scores decoder-only models; leave it empty for "
+                    "`model.architecture` = 'encoder_decoder'")
+        if d.inputs_len > m.max_seq_len:
+            return (f'`data.inputs_len` ({d.inputs_len}) exceeds `model.max_seq_len` '
+                    f'({m.max_seq_len})')
+        return None
+
+
+FAMILY = EncoderDecoderFamily()

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm.models.transformer import TransformerConfig, matmul_params
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import matmul_params
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ PEAK_FLOPS_PER_CHIP = (
 )
 
 
-def flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     attention = 6 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
     return 6 * matmul_params(cfg) + attention
 

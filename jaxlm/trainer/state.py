@@ -16,28 +16,17 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxlm.models import params as param_lib
 from jaxlm.sharding import Rules, logical_to_sharding
 
 State = dict[str, Any]
-
-
-def _init_boxed_params(model: nn.Module, key: jax.Array, seq_len: int) -> Any:
-    tokens = jnp.zeros((1, seq_len), jnp.int32)
-    # The encoder-decoder reads encoder and decoder tokens; no parameter shape depends on them.
-    inputs = (tokens, tokens) if model.cfg.architecture == 'encoder_decoder' else (tokens,)
-    return model.init({'params': key}, *inputs)['params']
-
-
-def param_logical_specs(model: nn.Module, seq_len: int) -> Any:
-    boxed = jax.eval_shape(lambda: _init_boxed_params(model, jax.random.key(0), seq_len))
-    return nn.get_partition_spec(boxed)
 
 
 def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, rules: Rules,
                     seq_len: int) -> State:
     """NamedShardings for every leaf: params by their logical names, optimizer moments like the
     params they track, everything else (counts, step, rng) replicated."""
-    param_sh = logical_to_sharding(param_logical_specs(model, seq_len), mesh, rules)
+    param_sh = logical_to_sharding(param_lib.logical_specs(model, seq_len), mesh, rules)
     abstract = abstract_state(model, tx, seq_len)
     replicated = NamedSharding(mesh, P())
     opt_sh = optax.tree_map_params(
@@ -49,7 +38,7 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh: Me
 def _init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
                 seq_len: int) -> State:
     init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = nn.unbox(_init_boxed_params(model, init_key, seq_len))
+    params = nn.unbox(param_lib.init_boxed(model, init_key, seq_len))
     return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
             'rng': rng}
 
@@ -79,22 +68,13 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
                         abstract, shardings)
 
 
-def param_abstract(model: nn.Module, seq_len: int, sharding: Any) -> Any:
-    """Unboxed parameter shapes, all placed on one sharding (e.g. a single device)."""
-    shapes = jax.eval_shape(lambda: nn.unbox(_init_boxed_params(model, jax.random.key(0),
-                                                                seq_len)))
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                        shapes)
-
-
 def check_divisible(model: nn.Module, mesh: Mesh, rules: Rules, seq_len: int) -> None:
     """Every sharded parameter dim must split evenly over its mesh axes (XLA would otherwise fail
     deep inside compilation); the error names the parameter, its logical axis and the rule."""
     from jaxlm.config import ConfigError  # noqa: PLC0415 (config imports nothing from here)
 
-    logical = param_logical_specs(model, seq_len)
-    shapes = jax.eval_shape(lambda: nn.unbox(_init_boxed_params(model, jax.random.key(0),
-                                                                seq_len)))
+    logical = param_lib.logical_specs(model, seq_len)
+    shapes = param_lib.shapes(model, seq_len)
     shardings = logical_to_sharding(logical, mesh, rules)
 
     def check(path: tuple[Any, ...], shape: Any, names: Any, sh: NamedSharding) -> None:

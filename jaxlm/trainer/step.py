@@ -8,79 +8,69 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxlm.errors import UserError
+from jaxlm.objectives.base import LossSums, Objective
 from jaxlm.sharding import constrain
-from jaxlm.trainer.losses import cross_entropy_sums
 from jaxlm.trainer.state import State
 
 Batch = dict[str, jax.Array]
+# (params, batch, deterministic=..., rngs=...) -> model output: `family.apply` bound to the model.
+ApplyFn = Callable[..., jax.Array]
 
 log = logging.getLogger(__name__)
 
 
-def _logits(model: nn.Module, params: Any, batch: Batch, dropout_key: jax.Array,
-            deterministic: bool) -> jax.Array:
-    """The decoder's logits; an encoder-decoder batch also carries the encoder's fields."""
-    rngs = {'dropout': dropout_key}
-    if 'encoder_inputs' in batch:
-        return model.apply({'params': params}, batch['encoder_inputs'], batch['inputs'],
-                           batch['encoder_segment_ids'], batch['segment_ids'],
-                           batch['encoder_positions'], batch['positions'],
-                           deterministic=deterministic, rngs=rngs)
-    return model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
-                       batch['positions'], deterministic=deterministic, rngs=rngs)
-
-
-def _loss_sums(model: nn.Module, params: Any, batch: Batch, dropout_key: jax.Array,
-               z_loss_weight: float, deterministic: bool) -> tuple[jax.Array, tuple]:
-    logits = _logits(model, params, batch, dropout_key, deterministic)
-    loss_sum, z_sum, weight_sum = cross_entropy_sums(logits, batch['targets'], batch['loss_mask'],
-                                                     z_loss_weight)
-    return loss_sum, (z_sum, weight_sum)
-
-
 def _split_microbatches(batch: Batch, num_micro: int) -> Batch:
     """[B, L] -> [A, B/A, L] taking rows i::A, so every microbatch spans all data shards."""
-    def split(x: jax.Array) -> jax.Array:
-        b = x.shape[0]
-        x = x.reshape(b // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
-        return constrain(x, (None, 'batch', 'length'))
+    def split(x_BxL: jax.Array) -> jax.Array:
+        b = x_BxL.shape[0]
+        x_AxMxL = x_BxL.reshape(b // num_micro, num_micro, *x_BxL.shape[1:]).swapaxes(0, 1)
+        return constrain(x_AxMxL, (None, 'batch', 'length'))
     return jax.tree.map(split, batch)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, optimizer_cfg: Any,
+def _loss_sums(apply_fn: ApplyFn, objective: Objective, deterministic: bool, params: Any,
+               batch: Batch, dropout_key: jax.Array) -> tuple[jax.Array, LossSums]:
+    outputs = apply_fn(params, batch, deterministic=deterministic, rngs={'dropout': dropout_key})
+    sums = objective.loss(outputs, batch)
+    return sums.loss, sums
+
+
+def _accumulated_grads(grad_fn: Callable, params: Any, batch: Batch, dropout_key: jax.Array,
+                       num_micro: int) -> tuple[LossSums, Any]:
+    """Summed loss sums and gradients of the batch, in `num_micro` sequential microbatches."""
+    if num_micro == 1:
+        (_, sums), grads = grad_fn(params, batch, dropout_key)
+        return sums, grads
+
+    def micro(carry: tuple[LossSums, Any], xs: tuple[Batch, jax.Array]):
+        (_, sums), grads = grad_fn(params, xs[0], jax.random.fold_in(dropout_key, xs[1]))
+        return jax.tree.map(jnp.add, carry, (sums, grads)), None
+
+    first = jax.eval_shape(grad_fn, params, batch, dropout_key)  # shapes of (sums, grads)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (first[0][1], first[1]))
+    (sums, grads), _ = jax.lax.scan(
+        micro, zeros, (_split_microbatches(batch, num_micro), jnp.arange(num_micro)))
+    return sums, grads
+
+
+def make_train_step(apply_fn: ApplyFn, objective: Objective, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, grad_accum_steps: int,
                     deterministic: bool) -> Callable[[State, Batch], tuple[State, dict]]:
-    num_micro = optimizer_cfg.grad_accum_steps
-    z_w = optimizer_cfg.z_loss_weight
-    value_and_grad = jax.value_and_grad(_loss_sums, argnums=1, has_aux=True)
+    grad_fn = jax.value_and_grad(functools.partial(_loss_sums, apply_fn, objective,
+                                                   deterministic), has_aux=True)
 
     def train_step(state: State, batch: Batch) -> tuple[State, dict]:
         params, step = state['params'], state['step']
         dropout_key = jax.random.fold_in(state['rng'], step)
-        grad_fn = lambda mb, k: value_and_grad(model, params, mb, k, z_w, deterministic)  # noqa: E731
-
-        if num_micro == 1:
-            (loss_sum, (z_sum, w_sum)), grads = grad_fn(batch, dropout_key)
-        else:
-            def micro(carry, xs):
-                mb, i = xs
-                g_acc, l_acc, z_acc, w_acc = carry
-                (loss, (z, w)), g = grad_fn(mb, jax.random.fold_in(dropout_key, i))
-                return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss, z_acc + z, w_acc + w), None
-            zeros = jax.tree.map(jnp.zeros_like, params)
-            init = (zeros, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-            (grads, loss_sum, z_sum, w_sum), _ = jax.lax.scan(
-                micro, init, (_split_microbatches(batch, num_micro), jnp.arange(num_micro)))
-
-        denom = jnp.maximum(w_sum, 1.0)
+        sums, grads = _accumulated_grads(grad_fn, params, batch, dropout_key, grad_accum_steps)
+        denom = jnp.maximum(sums.weight, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
-        loss, grad_norm = loss_sum / denom, optax.tree.norm(grads)
+        loss, grad_norm = sums.loss / denom, optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state['opt_state'], params)
         new_params = optax.apply_updates(params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_params)
@@ -92,9 +82,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                                              (params, state['opt_state']))
         new_state = {'step': step + 1, 'params': new_params, 'opt_state': opt_state,
                      'rng': state['rng']}
-        metrics = {'loss': loss, 'z_loss': z_sum / denom, 'grad_norm': grad_norm,
-                   'learning_rate': schedule(step), 'num_tokens': w_sum,
-                   'skipped': jnp.logical_not(finite)}
+        metrics = {'loss': loss, 'grad_norm': grad_norm, 'learning_rate': schedule(step),
+                   'num_tokens': sums.weight, 'skipped': jnp.logical_not(finite),
+                   **{k: v / denom for k, v in sums.metrics.items()}}
         return new_state, metrics
 
     return train_step
@@ -143,8 +133,8 @@ class NonFiniteGuard:
         log.warning('%s (%d of max_skipped_steps=%d)', what, self.skipped, self.max_skipped)
 
 
-def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict]:
+def make_eval_step(apply_fn: ApplyFn, objective: Objective) -> Callable[[Any, Batch], dict]:
     def eval_step(params: Any, batch: Batch) -> dict:
-        loss_sum, (_, w_sum) = _loss_sums(model, params, batch, jax.random.PRNGKey(0), 0.0, True)
-        return {'loss_sum': loss_sum, 'num_tokens': w_sum}
+        _, sums = _loss_sums(apply_fn, objective, True, params, batch, jax.random.PRNGKey(0))
+        return {'loss_sum': sums.loss, 'num_tokens': sums.weight}
     return eval_step

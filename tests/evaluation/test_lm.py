@@ -8,9 +8,10 @@ import pytest
 
 from jaxlm.data.tokenizers import ByteTokenizer
 from jaxlm.evaluation.lm import JaxLM, rolling_token_windows
-from jaxlm.models.transformer import Transformer, TransformerConfig
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import Transformer
 
-CFG = TransformerConfig(vocab_size=259, num_layers=1, d_model=32, num_heads=4, num_kv_heads=2,
+CFG = ModelConfig(vocab_size=259, num_layers=1, d_model=32, num_heads=4, num_kv_heads=2,
                         head_dim=8, mlp_dim=64, max_seq_len=64, dtype=jnp.float32)
 
 

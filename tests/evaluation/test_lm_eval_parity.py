@@ -36,7 +36,8 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 from jaxlm.data.tokenizers import ByteTokenizer  # noqa: E402
 from jaxlm.evaluation.lm import JaxLM  # noqa: E402
 from jaxlm.evaluation.lm_eval_adapter import JaxLMAdapter  # noqa: E402
-from jaxlm.models.transformer import Transformer, TransformerConfig  # noqa: E402
+from jaxlm.models.config import ModelConfig  # noqa: E402
+from jaxlm.models.decoder import Transformer  # noqa: E402
 
 try:  # the native harness; the comparisons skip (only) while it does not import
     from jaxlm.evaluation.registry import get_task
@@ -66,7 +67,7 @@ native = pytest.mark.skipif(get_task is None, reason=_NATIVE_MISSING)
 
 @pytest.fixture(scope='module')
 def jax_lm() -> JaxLM:
-    model = Transformer(TransformerConfig(
+    model = Transformer(ModelConfig(
         vocab_size=259, num_layers=1, d_model=32, num_heads=2, num_kv_heads=2, head_dim=16,
         mlp_dim=64, max_seq_len=SEQ_LEN, dtype=jnp.float32))
     params = nn.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params'])

@@ -12,9 +12,10 @@ import pytest
 
 from jaxlm.errors import UserError
 from jaxlm.inference.decode import SamplingError, generate
-from jaxlm.models.transformer import Transformer, TransformerConfig
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import Transformer
 
-CFG = TransformerConfig(vocab_size=50, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+CFG = ModelConfig(vocab_size=50, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                         head_dim=8, mlp_dim=64, max_seq_len=64, dtype=jnp.float32)
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from jaxlm.inference import decode
 from jaxlm.inference.decode import generate, generate_with_logits, top_p_filter
-from jaxlm.models.transformer import Transformer, TransformerConfig, init_cache
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import Transformer, init_cache
 
 PROMPTS = [[1, 5, 7], [2, 9, 11, 13, 4, 6, 8, 3, 2, 10], [7], [4, 4, 12, 30, 2]]
 NEW = 7
@@ -20,7 +21,7 @@ TOL = 1e-5
 def _config(**kw):
     base = dict(vocab_size=50, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, head_dim=8,
                 mlp_dim=64, max_seq_len=64, dtype=jnp.float32)
-    return TransformerConfig(**{**base, **kw})
+    return ModelConfig(**{**base, **kw})
 
 
 _PARAMS = {}

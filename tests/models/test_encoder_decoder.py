@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlm.models.config import ModelConfig
 from jaxlm.models.encoder_decoder import EncoderDecoder, count_params
-from jaxlm.models.transformer import TransformerConfig
 
-CFG = TransformerConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+CFG = ModelConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                         head_dim=8, mlp_dim=64, max_seq_len=32, architecture='encoder_decoder',
                         norm_eps=1e-6, mlp='geglu', positions='t5_relative', dtype=jnp.float32)
 MODEL = EncoderDecoder(CFG)
@@ -44,7 +44,7 @@ def test_count_params_matches_init(params):
     ('t5_base', 247_577_856),   # google/t5-v1_1-base
 ])
 def test_public_parameter_counts(name, expected):
-    cfg = TransformerConfig.from_config(
+    cfg = ModelConfig.from_config(
         importlib.import_module(f'experiments.{name}').get_config().model)
     tokens = jnp.zeros((1, 8), jnp.int32)
     shapes = jax.eval_shape(lambda: EncoderDecoder(cfg).init(jax.random.PRNGKey(0), tokens,

@@ -11,11 +11,11 @@ from conftest import sharded_value_and_grad
 from jax.sharding import PartitionSpec as P
 
 from jaxlm.layers.pipeline import PipelineSchedule
+from jaxlm.models.config import ModelConfig
 from jaxlm.models.encoder_decoder import EncoderDecoder
-from jaxlm.models.transformer import TransformerConfig
-from jaxlm.trainer.losses import cross_entropy_sums
+from jaxlm.objectives.lm import cross_entropy_sums
 
-CFG = TransformerConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+CFG = ModelConfig(vocab_size=64, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                         head_dim=8, mlp_dim=64, max_seq_len=32, architecture='encoder_decoder',
                         norm_eps=1e-6, mlp='geglu', positions='t5_relative', dtype=jnp.float32)
 B, S, L = 16, 16, 8  # rows, encoder length, decoder length

@@ -15,9 +15,10 @@ from jaxlm.config import ConfigError, default_config, validate
 from jaxlm.inference.decode import generate_with_logits
 from jaxlm.layers.attention import attention_mask, cached_attention_mask
 from jaxlm.layers.positions import RopeScaling, rope, rope_inv_freq
-from jaxlm.models.transformer import Transformer, TransformerConfig
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import Transformer
 
-BASE = TransformerConfig(vocab_size=61, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+BASE = ModelConfig(vocab_size=61, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                          head_dim=8, mlp_dim=64, max_seq_len=64, dtype=jnp.float32)
 LLAMA32 = RopeScaling('llama3', factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
                       original_max_seq_len=8192)
@@ -187,12 +188,12 @@ def test_model_with_rope_scaling_runs_and_differs():
 
 def test_config_fields_defaults_and_validation():
     c = default_config()
-    cfg = TransformerConfig.from_config(c.model)
+    cfg = ModelConfig.from_config(c.model)
     assert cfg.sliding_window == 0 and cfg.rope_scaling == RopeScaling()
     c.model.sliding_window = 128
     c.model.rope_scaling.update(kind='llama3', factor=32.0, original_max_seq_len=8192)
     validate(c, 1)
-    cfg = TransformerConfig.from_config(c.model)
+    cfg = ModelConfig.from_config(c.model)
     assert cfg.sliding_window == 128
     assert cfg.rope_scaling == RopeScaling('llama3', 32.0, 1.0, 4.0, 8192)
     hash(cfg)
@@ -211,4 +212,4 @@ def test_config_fields_defaults_and_validation():
 def test_llama_1b_experiment_sets_llama32_scaling():
     import importlib  # noqa: PLC0415
     cfg = importlib.import_module('experiments.llama_1b').get_config()
-    assert TransformerConfig.from_config(cfg.model).rope_scaling == LLAMA32
+    assert ModelConfig.from_config(cfg.model).rope_scaling == LLAMA32

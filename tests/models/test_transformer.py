@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from jaxlm.layers.positions import rope, sinusoidal
-from jaxlm.models.transformer import Transformer, TransformerConfig, count_params
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.decoder import Transformer, count_params
 
-BASE = TransformerConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+BASE = ModelConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                          head_dim=8, mlp_dim=64, max_seq_len=32, dtype=jnp.float32)
 VARIANTS = {
     'llama': {},

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxlm.config import default_config
-from jaxlm.trainer.losses import cross_entropy_sums
+from jaxlm.objectives.lm import cross_entropy_sums
 from jaxlm.trainer.optim import decay_mask, make_schedule
 
 

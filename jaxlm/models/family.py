@@ -1,0 +1,90 @@
+"""What a model family is: the interface every entry of the registry (`registry.py`) implements.
+
+A family owns, in its own file, everything that depends on its architecture: building its Linen
+module, the batch fields it reads and their shapes, dummy inputs for `init`, applying the module
+to a batch, closed-form parameter and FLOP counts, config checks, and its Hugging Face tensor
+specs. Nothing outside the registry branches on `model.architecture`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm.layers.pipeline import NO_PIPELINE, PipelineSchedule
+from jaxlm.models.config import ModelConfig
+
+Batch = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One batch field: its shape per example (no batch dim) and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: Any = np.int32
+
+
+class ModelFamily(abc.ABC):
+    """One model family. Subclasses are stateless; the registry holds one instance each."""
+
+    name: str = ''
+    # Whether `jaxlm.inference.decode` can generate with it (it has a cached decode module).
+    decodes: bool = False
+
+    @abc.abstractmethod
+    def build(self, cfg: ModelConfig, pipeline: PipelineSchedule = NO_PIPELINE
+              ) -> nn.Module:
+        """The Linen module; its layer stacks are pipelined on `pipeline` when enabled."""
+
+    @abc.abstractmethod
+    def input_fields(self, data_cfg: Any) -> dict[str, Field]:
+        """The batch fields `apply` reads, for the data config's lengths."""
+
+    @abc.abstractmethod
+    def init_inputs(self, seq_len: int) -> tuple[jax.Array, ...]:
+        """Positional dummy inputs of `module.init` (no parameter shape depends on them)."""
+
+    @abc.abstractmethod
+    def apply(self, model: nn.Module, params: Any, batch: Batch, *, deterministic: bool = True,
+              rngs: dict[str, jax.Array] | None = None) -> jax.Array:
+        """The model's head output for `batch` (float32 logits for an LM head)."""
+
+    @abc.abstractmethod
+    def count_params(self, cfg: ModelConfig) -> int:
+        """Closed-form parameter count (tests check it against `init`)."""
+
+    @abc.abstractmethod
+    def flops_per_example(self, cfg: ModelConfig, data_cfg: Any) -> float:
+        """Training FLOPs (forward + backward) of one example of the data config's shape."""
+
+    def validate(self, run_cfg: Any) -> str | None:
+        """A message naming the field when the run config does not fit this family."""
+        del run_cfg
+        return None
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        """The module with the same parameters that decodes over a KV cache."""
+        raise NotImplementedError(f'model family {self.name!r} has no cached decoding')
+
+
+def default_layout(tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None,
+                   positions_BxL: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """Segment ids and positions of one unpacked example per row, where not given."""
+    if segment_ids_BxL is None:
+        segment_ids_BxL = jnp.ones_like(tokens_BxL)
+    if positions_BxL is None:
+        positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1])[None],
+                                         tokens_BxL.shape)
+    return segment_ids_BxL, positions_BxL
+
+
+def dummy_tokens(seq_len: int) -> jax.Array:
+    return jnp.zeros((1, seq_len), jnp.int32)
