@@ -29,7 +29,7 @@ import jax
 import ml_collections
 
 from jaxlm import config as config_lib
-from jaxlm.models.decoder import count_params
+from jaxlm.models.config import REMAT_POLICIES
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.loop import compile_training
 
@@ -90,8 +90,9 @@ def measure(name: str, args: argparse.Namespace, mesh: dict[str, int]) -> dict[s
     t0 = time.perf_counter()
     setup = compile_training(cfg, devices, mesh_shape)
     wall = time.perf_counter() - t0
-    n = count_params(setup.model.cfg)
-    n_layers = n - count_params(dataclasses.replace(setup.model.cfg, num_layers=0))
+    count = setup.family.count_params
+    n = count(setup.model.cfg)
+    n_layers = n - count(dataclasses.replace(setup.model.cfg, num_layers=0))
     mem = metrics_lib.memory_summary(setup.train_step)
     # fp32 params + Adam mu/nu = 12 bytes/param, split over the axes that shard parameters
     # (the layer stack also over `stage`).

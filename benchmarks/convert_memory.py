@@ -31,7 +31,9 @@ def write_random_hf(directory: str, dtype: str) -> int:
     s = SHAPE
     np_dtype = {'bfloat16': ml_dtypes.bfloat16, 'float32': np.float32}[dtype]
     rng = np.random.default_rng(0)
-    rand = lambda *shape: (rng.standard_normal(shape, np.float32) * 0.02).astype(np_dtype)  # noqa: E731
+    def rand(*shape):
+        return (rng.standard_normal(shape, np.float32) * 0.02).astype(np_dtype)
+
     os.makedirs(directory, exist_ok=True)
     weight_map, total, count = {}, 0, 0
     n = s['layers'] + 1  # shard 0: embedding + final norm; then one shard per layer

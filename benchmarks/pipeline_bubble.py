@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxlm import config as config_lib
 from jaxlm.layers.pipeline import PipelineSchedule
-from jaxlm.trainer.loop import BATCH_KEYS, compile_training
+from jaxlm.trainer.loop import compile_training
 from jaxlm.trainer.state import init_state
 
 
@@ -62,7 +62,8 @@ def step_seconds(args: argparse.Namespace, mesh: dict[str, int], micro: int) -> 
     host = {'inputs': tokens, 'targets': tokens, 'segment_ids': np.ones_like(tokens),
             'positions': np.broadcast_to(np.arange(args.seq_len, dtype=np.int32), tokens.shape),
             'loss_mask': np.ones(tokens.shape, np.float32)}
-    batch = {k: jax.device_put(jnp.asarray(host[k]), setup.batch_sharding) for k in BATCH_KEYS}
+    batch = {k: jax.device_put(jnp.asarray(host[k]), setup.batch_sharding)
+             for k in setup.abstract_batch}
     times = []
     for i in range(args.steps + 1):
         t0 = time.perf_counter()

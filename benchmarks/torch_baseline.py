@@ -144,7 +144,9 @@ def load_jax_params(model: TorchTransformer, params: Any) -> None:
     """Copies a jaxlm param tree (host numpy arrays; scanned layers stacked on axis 0) into the
     torch model, so both frameworks can be checked to compute the same loss."""
     cfg = model.cfg
-    t = lambda a: torch.tensor(np.asarray(a, np.float32))  # noqa: E731 (copies: host arrays are read-only)
+    def t(a):  # copies: host arrays are read-only
+        return torch.tensor(np.asarray(a, np.float32))
+
     layers = params['layers']
     with torch.no_grad():
         model.token_embed.weight.copy_(t(params['token_embed']['embedding']))

@@ -6,7 +6,7 @@
 For each config: AOT-compiles jaxlm's real train step (`compile_training`), then times it, PyTorch
 eager and (optionally) `torch.compile` on the same batch, interleaved in rounds so that load from
 other processes on this shared machine hits all of them alike. Reported numbers are medians of the
-timed steps. MFU = flops_per_token (MaxText's 6N + causal attention, `jaxlm.trainer.metrics`) x
+timed steps. MFU = flops_per_token (MaxText's 6N + causal attention, `jaxlm.models.decoder`) x
 tokens/s / peak, where the peak is a matmul probe in the compute dtype measured in the same run
 (before and after; the larger is used, which gives the more conservative MFU).
 """
@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from jaxlm import config as config_lib
-from jaxlm.models.decoder import count_params
+from jaxlm.models.decoder import count_params, flops_per_token
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer.loop import compile_training
 from jaxlm.trainer.state import init_state
@@ -131,9 +131,9 @@ class TorchRunner:
 def build_torch(cfg: ml_collections.ConfigDict, jax_runner: JaxRunner,
                 np_batch: dict[str, np.ndarray], args: argparse.Namespace,
                 info: dict[str, Any]) -> list[TorchRunner]:
-    import torch  # noqa: PLC0415 (optional dependency, only with --torch)
+    import torch
 
-    from benchmarks import torch_baseline as tb  # noqa: PLC0415
+    from benchmarks import torch_baseline as tb
 
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
@@ -172,7 +172,7 @@ def build_torch(cfg: ml_collections.ConfigDict, jax_runner: JaxRunner,
             info['torch_compile_first_step_s'] = runners[-1].first_step_s
             print(f'  torch.compile first step (compile) {runners[-1].first_step_s:.1f}s',
                   flush=True)
-        except Exception as e:  # noqa: BLE001 (report why, keep the eager numbers)
+        except Exception as e:
             info['torch_compile_error'] = f'{type(e).__name__}: {e}'[:500]
             print(f'  torch.compile failed: {info["torch_compile_error"]}', flush=True)
     return runners
@@ -188,7 +188,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {
         'config': name, 'params': count_params(model_cfg), 'tokens_per_step': tokens,
         'seq_len': cfg.data.seq_len, 'global_batch_size': cfg.data.global_batch_size,
-        'flops_per_token': metrics_lib.flops_per_token(model_cfg, cfg.data.seq_len),
+        'flops_per_token': flops_per_token(model_cfg, cfg.data.seq_len),
         'jax_compile_s': jr.setup.compile_seconds, 'jax_first_step_s': jr.first_step_s,
         'memory_per_device': metrics_lib.memory_summary(jr.setup.train_step),
     }

@@ -1,8 +1,8 @@
 """PII redaction: e-mail addresses, phone numbers and IP addresses become fixed placeholders.
 
-The e-mail and IP patterns are datatrove's (`pipeline/formatters/pii.py`); as there, only public
-(globally routable) IP addresses are redacted by default, so private ones like 192.168.0.1
-or 127.0.0.1 stay. Redactions are counted per kind in `metadata['pii_redactions']`.
+The e-mail and IP patterns are datatrove's (module `datatrove.pipeline.formatters.pii`); as there,
+only public (globally routable) IP addresses are redacted by default, so private ones like
+192.168.0.1 or 127.0.0.1 stay. Redactions are counted per kind in `metadata['pii_redactions']`.
 """
 
 from __future__ import annotations

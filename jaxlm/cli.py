@@ -55,7 +55,7 @@ def report(exc: BaseException, prog: str) -> int:
 def _parse_flags(argv: list[str], prog: str) -> list[str]:
     try:
         return flags.FLAGS(argv)
-    except Exception as e:  # noqa: BLE001 (flags, overrides and the config file's own errors)
+    except Exception as e:
         if '--verbose' in argv:
             raise
         if isinstance(e, KeyError | AttributeError):  # ml_collections: an unknown override

@@ -276,11 +276,12 @@ def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
         raise ConfigError(message)
     wanted = set(family.input_fields(d))
     fits = [name for name, objective in objectives.OBJECTIVES.items()
-            if set(objective().model_inputs()) == wanted]
+            if set(objective().model_inputs()) == wanted and objective.output == family.output]
     if d.objective not in fits:
         raise ConfigError(
             f'`data.objective` = {d.objective!r} does not fit `model.architecture` = '
-            f'{m.architecture!r}, whose batches need {sorted(wanted)}: use one of {fits}')
+            f'{m.architecture!r} (inputs {sorted(wanted)}, output {family.output!r}): use one '
+            f'of {fits}')
     if m.positions == 't5_relative' and m.relative_buckets < 4:
         raise ConfigError(f'`model.relative_buckets` must be at least 4, got {m.relative_buckets}')
     if not 0.0 < d.noise_density < 1.0:

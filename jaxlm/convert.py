@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # orbax warns on every read-only restore, and --to-hf restores once per tensor.
     logging.getLogger('absl').setLevel(logging.ERROR)
-    from jaxlm.cli import USER_ERRORS, report  # noqa: PLC0415
-    from jaxlm.interop.hf import from_hf, to_hf  # noqa: PLC0415
+    from jaxlm.cli import USER_ERRORS, report
+    from jaxlm.interop.hf import from_hf, to_hf
 
     t0 = time.perf_counter()
     try:

@@ -103,8 +103,8 @@ def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
         data_dir: str | None = None, options: dict[str, dict[str, str]] | None = None,
         add_bos: bool = True, dtype: str | None = None) -> tuple[str, dict[str, Any]]:
     """Evaluates the run's latest checkpoint; returns the output dir and the results."""
-    from jaxlm.evaluation.lm import JaxLM  # noqa: PLC0415 (after flag parsing: JAX start-up)
-    from jaxlm.evaluation.registry import get_task  # noqa: PLC0415
+    from jaxlm.evaluation.lm import JaxLM
+    from jaxlm.evaluation.registry import get_task
 
     if limit is not None and limit < 1:
         raise UserError(f'--limit must be at least 1 (documents per task), got {limit}; leave '

@@ -28,8 +28,8 @@ def main(argv: list[str]) -> None:
     del argv
     for name in ('absl', 'jax._src.xla_bridge'):  # orbax warns that a read-only manager is one
         logging.getLogger(name).setLevel(logging.ERROR)
-    from jaxlm.inference.decode import generate  # noqa: PLC0415
-    from jaxlm.inference.load import load_run  # noqa: PLC0415
+    from jaxlm.inference.decode import generate
+    from jaxlm.inference.load import load_run
 
     run = load_run(_WORKDIR.value, _CHECKPOINT.value)
     model, params, tokenizer, step = run.model, run.params, run.tokenizer, run.step

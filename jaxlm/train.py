@@ -51,13 +51,13 @@ def main(argv: list[str]) -> None:
         raise UserError('--workdir is required (the run directory to create or resume)')
     for name in ('absl', 'jax._src.xla_bridge'):  # backend probing noise on CPU hosts
         logging.getLogger(name).setLevel(logging.WARNING)
-    from jaxlm.distributed import maybe_initialize  # noqa: PLC0415 (before any JAX backend use)
+    from jaxlm.distributed import maybe_initialize
     maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from jaxlm.trainer.loop import train  # noqa: PLC0415
+    from jaxlm.trainer.loop import train
 
     cfg, hook = _CONFIG.value, None
     if cfg.eval.tasks:
-        from jaxlm.evaluation.periodic import make_eval_hook  # noqa: PLC0415
+        from jaxlm.evaluation.periodic import make_eval_hook
 
         hook = make_eval_hook(cfg)
     stopped_by = train(cfg, _WORKDIR.value, eval_hook=hook, fresh=_FRESH.value)['stopped_by']

@@ -10,8 +10,12 @@ from collections.abc import Callable
 # Before JAX initialises: every test process sees 8 CPU devices to build meshes from.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAXLM_CACHE_DIR', tempfile.mkdtemp(prefix='jaxlm-test-cache-'))
+# Implicit rank promotion is an error (explicit `x[:, None]` / `jnp.broadcast_to` instead). As
+# an env var rather than `jax.config.update` it also reaches the subprocesses tests start
+# (`python -m jaxlm.train`, the CLIs, notebook kernels).
+os.environ.setdefault('JAX_NUMPY_RANK_PROMOTION', 'raise')
 
-import pytest  # noqa: E402
+import pytest
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_REPO))  # experiments/ is imported as a package by tests
@@ -84,11 +88,11 @@ def sharded_value_and_grad(loss_fn, init_fn, params, batch, mesh_shape: dict[str
     """(loss, grads, compiled HLO text) of `loss_fn(params, batch)` jitted on a mesh of
     `mesh_shape`: parameters placed by their logical axes (read from the boxed parameters
     `init_fn()` returns) under the default rule table, the batch data-parallel."""
-    import flax.linen as nn  # noqa: PLC0415
-    import jax  # noqa: PLC0415
+    import flax.linen as nn
+    import jax
 
-    from jaxlm import config as config_lib  # noqa: PLC0415
-    from jaxlm import sharding  # noqa: PLC0415
+    from jaxlm import config as config_lib
+    from jaxlm import sharding
 
     rules = config_lib.rules_as_tuples(config_lib.DEFAULT_LOGICAL_AXIS_RULES)
     mesh = sharding.make_mesh(mesh_shape)

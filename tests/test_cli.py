@@ -1,7 +1,9 @@
 """The command lines as a user runs them: train (with overrides), bad input, sample."""
 
+import ast
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -20,6 +22,50 @@ def test_core_never_imports_tensorflow():
     code = ('import sys, jaxlm.train, jaxlm.trainer.loop, jaxlm.inference.decode; '
             'bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "seqio", "torch")];'
             ' assert not bad, bad')
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+_ABOVE_TRAINER = ('inference', 'evaluation', 'interop')  # packages that must not use the trainer
+
+
+def test_inference_evaluation_interop_never_import_trainer():
+    code = textwrap.dedent(f'''
+        import importlib, importlib.util, pkgutil, sys
+        for name in {_ABOVE_TRAINER!r}:
+            package = importlib.import_module('jaxlm.' + name)
+            for module in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):
+                if module.name.endswith('lm_eval_adapter') and not importlib.util.find_spec(
+                        'lm_eval'):
+                    continue  # the optional `eval` extra
+                importlib.import_module(module.name)
+        bad = [m for m in sys.modules if m.startswith('jaxlm.trainer')]
+        assert not bad, bad
+    ''')
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    # Imports inside functions (run only when called) are found in the source instead.
+    lazy = [f'{path}:{node.lineno}'
+            for name in _ABOVE_TRAINER
+            for path in sorted(pathlib.Path(REPO, 'jaxlm', name).rglob('*.py'))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if any(m == 'jaxlm.trainer' or m.startswith('jaxlm.trainer.')
+                   for m in _imported(node))]
+    assert not lazy, lazy
+
+
+def _imported(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module] + [f'{node.module}.{a.name}' for a in node.names]
+    return []
+
+
+def test_sampling_never_imports_grain_or_optax():
+    code = ('import sys, jaxlm.sample, jaxlm.inference.decode, jaxlm.inference.load; '
+            'bad = {m.split(".")[0] for m in sys.modules} & {"grain", "optax"}; '
+            'assert not bad, bad')
     out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

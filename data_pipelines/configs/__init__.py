@@ -12,8 +12,9 @@ from data_pipelines.readers import FORMATS, READER_OPTIONS, TEXT_SPLITS
 from data_pipelines.stages import STAGE_NAMES
 from jaxlm.config import ConfigError
 
-# FineWeb's order (`examples/fineweb.py`): language, Gopher repetition, Gopher quality, C4,
-# FineWeb; then safety, PII and decontamination, which see only text that will be kept.
+# FineWeb's order (datatrove's `examples/fineweb.py`): language, Gopher repetition, Gopher
+# quality, C4, FineWeb; then safety, PII and decontamination, which see only text that will be
+# kept.
 DEFAULT_STAGES = ('normalize', 'language', 'gopher_repetition', 'gopher_quality', 'c4', 'fineweb',
                   'bad_words', 'pii', 'decontamination')
 # What a source may set (`source()`); the reader options are passed to `readers.read_file`.

@@ -1,5 +1,8 @@
-"""seqio Tasks and a Mixture over the project's corpora, and the pipeline that feeds one of them
-to the trainer in the grain pipeline's batch layout. Needs the `seqio` extra (TensorFlow).
+"""The seqio source: Tasks and a Mixture over the project's corpora, and the pipeline that feeds
+one of them to the trainer in the grain pipeline's batch layout (jaxlm/data/pipeline.py). seqio
+tokenizes, preprocesses and packs inside its tasks and feature converters, so the objective
+picks the task kind and feature lengths, and only the process sharding is shared. Needs the
+`seqio` extra (TensorFlow).
 
 Registered by `register_tasks(data_cfg)`, for each corpus C of `jaxlm.data.sources.CORPORA`:
 - `jaxlm_lm_C`: language modelling (tokenize, append EOS), for the decoder-only model;
@@ -9,9 +12,9 @@ Registered by `register_tasks(data_cfg)`, for each corpus C of `jaxlm.data.sourc
   grain path (`span_corruption.corrupt_spans`, run through `tf.numpy_function` with seqio's
   per-example seeds), EOS appended;
 - `jaxlm_lm_mix`: a Mixture of the LM tasks, Tiny Shakespeare at rate 3 and the text mix at 1.
-The vocabulary is the project's SentencePiece model for `data.corpus` (trained and cached as in
-the grain path) as a `seqio.SentencePieceVocabulary` with `data.extra_ids` sentinels on top.
-Splits are the grain path's by-document train/eval split ('train', 'validation').
+The vocabulary is the project's SentencePiece model for `data.corpus` (trained and cached as the
+corpus source does) as a `seqio.SentencePieceVocabulary` with `data.extra_ids` sentinels on top.
+Splits are the corpus source's by-document train/eval split ('train', 'validation').
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ except ImportError as e:  # the trainer checks first; this covers direct imports
     raise ImportError("jaxlm.data.seqio_tasks needs the seqio extra: pip install "
                       "'jaxlm[seqio]'") from e
 
-from jaxlm.data import grain_pipeline, sources, span_corruption
-from jaxlm.data.grain_pipeline import DataPipeline
+from jaxlm.data import documents, sources, span_corruption
+from jaxlm.data.corpus import load_documents
+from jaxlm.data.pipeline import DataPipeline, local_batch_size, process_rows
+from jaxlm.objectives.base import Objective
 
 tf.config.set_visible_devices([], 'GPU')  # TF must not take accelerator memory from JAX
 
@@ -41,12 +46,12 @@ MIXTURE_RATES = {'tiny_shakespeare': 3.0, 'text_corpus_mix': 1.0}
 
 
 def _documents_source(data_cfg: Any, corpus: str) -> seqio.FunctionDataSource:
-    """The corpus' documents, split by document exactly as the grain path splits them."""
+    """The corpus' documents, split by document exactly as the corpus source splits them."""
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         del shuffle_files, seed  # one in-memory "file"; seqio shuffles examples
         cfg = data_cfg.copy_and_resolve_references()
         cfg.corpus = corpus
-        train, held_out, _ = grain_pipeline.load_documents(cfg)
+        train, held_out, _ = load_documents(cfg)
         docs = train if split == 'train' else held_out
         return tf.data.Dataset.from_tensor_slices({'text': tf.constant(docs, tf.string)})
     return seqio.FunctionDataSource(dataset_fn, splits=('train', 'validation'))
@@ -89,7 +94,7 @@ def project_tokenizer(data_cfg: Any) -> Any:
     if data_cfg.tokenizer.kind != 'sentencepiece':
         raise ValueError("seqio tasks use the project's SentencePiece model: set "
                          f"data.tokenizer.kind = 'sentencepiece' (got {data_cfg.tokenizer.kind!r})")
-    return grain_pipeline.tokenizer_only(data_cfg)
+    return documents.tokenizer_only(data_cfg)
 
 
 def register_tasks(data_cfg: Any, tokenizer: Any = None) -> list[str]:
@@ -166,33 +171,37 @@ class SeqioIterator:
         """grain's checkpoint handler calls this after `set_state`; batches are read lazily."""
 
 
-def build_seqio_pipeline(cfg: Any, *, process_index: int = 0,
-                         process_count: int = 1) -> DataPipeline:
-    """The trainer's data from seqio task `cfg.data.task`: packed by seqio's Decoder (LM) or
-    EncDec (span corruption) feature converter, this process's shard of the train split, and
-    eval batches from the validation split (global batches, then this process's rows)."""
-    d = cfg.data
-    batch = grain_pipeline.local_batch_size(d, process_index, process_count)
+def _feature_lengths(task: str, objective: Objective, data_cfg: Any) -> dict[str, int]:
+    """seqio's task feature lengths for the objective: 'inputs' only when it feeds an encoder."""
+    encoder = 'encoder_inputs' in objective.model_inputs()
+    if encoder != task.startswith(SPAN_PREFIX):
+        raise ValueError(f'data.task {task!r} does not fit data.objective = {objective.name!r}: '
+                         f'span corruption tasks ({SPAN_PREFIX}*) feed the encoder-decoder, LM '
+                         'tasks the decoder')
+    if encoder:
+        return {'inputs': data_cfg.inputs_len, 'targets': data_cfg.seq_len}
+    return {'targets': data_cfg.seq_len}
+
+
+def build_seqio_pipeline(data_cfg: Any, objective: Objective, *, seed: int,
+                         process_index: int = 0, process_count: int = 1) -> DataPipeline:
+    """The trainer's data from seqio task `data.task` for `objective`: packed by seqio's Decoder
+    (LM) or EncDec (span corruption) feature converter, this process's shard of the train split,
+    and eval batches from the validation split (global batches, then this process's rows)."""
+    d = data_cfg
+    batch = local_batch_size(d, process_index, process_count)
     tokenizer = project_tokenizer(d)
     names = register_tasks(d, tokenizer)
     if d.task not in names:
         raise ValueError(f'data.task {d.task!r} is not a registered seqio task (known: {names})')
-    enc_dec = cfg.model.architecture == 'encoder_decoder'
-    if enc_dec != d.task.startswith(SPAN_PREFIX):
-        raise ValueError(f'data.task {d.task!r} does not fit model.architecture = '
-                         f'{cfg.model.architecture!r}: span corruption tasks ({SPAN_PREFIX}*) '
-                         'feed the encoder-decoder, LM tasks the decoder')
-    if enc_dec:
-        lengths = {'inputs': d.inputs_len, 'targets': d.seq_len}
-        converter = seqio.EncDecFeatureConverter(pack=True)
-    else:
-        lengths = {'targets': d.seq_len}
-        converter = seqio.DecoderFeatureConverter(pack=True)
+    lengths = _feature_lengths(d.task, objective, d)
+    converter = (seqio.EncDecFeatureConverter(pack=True) if 'inputs' in lengths
+                 else seqio.DecoderFeatureConverter(pack=True))
 
     def dataset(split: str, shard: seqio.ShardInfo | None, shuffle: bool,
                 rows: int) -> tf.data.Dataset:
         ds = seqio.get_dataset(d.task, task_feature_lengths=lengths, dataset_split=split,
-                               shuffle=shuffle, seed=cfg.seed, num_epochs=None,
+                               shuffle=shuffle, seed=seed, num_epochs=None,
                                shard_info=shard, feature_converter=converter)
         return ds.batch(rows, drop_remainder=True)
 
@@ -200,7 +209,6 @@ def build_seqio_pipeline(cfg: Any, *, process_index: int = 0,
     train_iter = SeqioIterator(lambda: dataset('train', shard, True, batch).prefetch(2))
     eval_iter = map(_to_model_batch, dataset('validation', None, False,
                                              d.global_batch_size).as_numpy_iterator())
-    eval_batches = grain_pipeline.process_rows(eval_iter, d.num_eval_batches, process_index,
-                                               process_count)
+    eval_batches = process_rows(eval_iter, d.num_eval_batches, process_index, process_count)
     stats = {'source': 'seqio', 'task': d.task, 'feature_lengths': lengths}
     return DataPipeline(tokenizer, train_iter, eval_batches, stats)

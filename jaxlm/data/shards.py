@@ -3,7 +3,8 @@
 A shards directory holds ArrayRecord files whose records are whole documents (little-endian int32
 token ids ending with EOS, in a seeded shuffled order), a `<shard>.lengths.npy` of record lengths
 beside each, the tokenizer the tokens were made with, and `index.json` tying them together. The
-training pipeline reads them with `config.data.source = 'shards'` and `config.data.shards_dir`.
+training pipeline reads them with `config.data.source = 'shards'` and `config.data.shards_dir`, as
+`TokenDocuments` (jaxlm/data/documents.py) that the objective cuts into examples.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import os
 import shutil
 from typing import Any
 
-import grain
 import numpy as np
 
 from jaxlm.data import tokenizers
-from jaxlm.data.chunking import chunk_spans
+from jaxlm.data.documents import Split
 
 INDEX_FILE = 'index.json'
 FORMAT = 'jaxlm-token-shards-v1'
@@ -64,17 +64,13 @@ def decode_record(record: bytes) -> np.ndarray:
     return np.frombuffer(record, TOKEN_DTYPE)
 
 
-class ShardChunkSource:
-    """Random-access training chunks read lazily from the ArrayRecord shards.
+class ShardDocuments:
+    """`TokenDocuments` (jaxlm/data/documents.py) read lazily from the ArrayRecord shards: document
+    i is record `records[i]`; only the record table lives in memory, and it pickles cheaply to
+    grain workers, which reopen the files."""
 
-    Chunk i is tokens [begins[i], ends[i]) of `[bos] + record[records[i]]`; only the small chunk
-    table lives in memory, and it pickles cheaply to grain workers.
-    """
-
-    def __init__(self, paths: list[str], records: np.ndarray, begins: np.ndarray,
-                 ends: np.ndarray, bos_id: int):
-        self.paths, self.records, self.begins, self.ends = paths, records, begins, ends
-        self.bos_id = bos_id
+    def __init__(self, paths: list[str], records: np.ndarray, lengths: np.ndarray):
+        self.paths, self.records, self.lengths = paths, records, lengths
         self._source = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -83,15 +79,12 @@ class ShardChunkSource:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    def __getitem__(self, index: int) -> np.ndarray:
         if self._source is None:
+            import grain  # here: reading the shard tokenizer must not need grain
+
             self._source = grain.sources.ArrayRecordDataSource(self.paths)
-        tokens = decode_record(self._source[int(self.records[index])])
-        begin, end = int(self.begins[index]), int(self.ends[index])
-        # begin is 0 for a document's first chunk, which starts with bos.
-        body = tokens[max(begin - 1, 0):end - 1]
-        chunk = np.concatenate([[self.bos_id], body]).astype(np.int32) if begin == 0 else body
-        return {'inputs': chunk[:-1], 'targets': chunk[1:]}
+        return decode_record(self._source[int(self.records[index])])
 
 
 def _held_out(num_records: int, eval_fraction: float) -> np.ndarray:
@@ -108,24 +101,19 @@ def _held_out(num_records: int, eval_fraction: float) -> np.ndarray:
     return held
 
 
-def load_sources(shards_dir: str, seq_len: int, eval_fraction: float
-                 ) -> tuple[tokenizers.Tokenizer, ShardChunkSource, ShardChunkSource, dict]:
-    """(tokenizer, train chunks, eval chunks, stats) over the shards; records are split into
-    train and eval by `eval_fraction`."""
+def open_shards(shards_dir: str, eval_fraction: float) -> Split:
+    """The shards' records split into train and eval documents by `eval_fraction`."""
     index = read_index(shards_dir)
     paths = [os.path.join(shards_dir, s['file']) for s in index['shards']]
     lengths = np.concatenate([np.load(p + LENGTHS_SUFFIX) for p in paths]).astype(np.int64)
     if len(lengths) < 2:
         raise ValueError(f'{shards_dir}: {len(lengths)} document(s); need 2 for a train/eval split')
-    tokenizer = load_tokenizer(shards_dir)
     held = _held_out(len(lengths), eval_fraction)
     stats = {'shards_dir': shards_dir, 'files': paths, 'documents': len(lengths),
              'tokenizer': index['tokenizer']}
-    sources = []
+    splits = []
     for name, mask in (('train', ~held), ('eval', held)):
         records = np.flatnonzero(mask)
-        doc, begin, end = chunk_spans(lengths[records] + 1, seq_len)  # + 1: the bos
-        sources.append(ShardChunkSource(paths, records[doc], begin, end, tokenizer.bos_id))
+        splits.append(ShardDocuments(paths, records, lengths[records]))
         stats[f'{name}_documents'] = len(records)
-        stats[f'{name}_tokens'] = int(lengths[records].sum() + len(records))
-    return tokenizer, sources[0], sources[1], stats
+    return Split(load_tokenizer(shards_dir), splits[0], splits[1], stats)

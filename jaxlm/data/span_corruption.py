@@ -1,4 +1,6 @@
-"""T5 span corruption in NumPy (no TensorFlow) and the grain pipeline of encoder-decoder batches.
+"""T5 span corruption in NumPy (no TensorFlow, no grain): the data side of the span-corruption
+objective (jaxlm/objectives/span_corruption.py), which also the seqio tasks
+(jaxlm/data/seqio_tasks.py) run.
 
 Same semantics as T5's `span_corruption` preprocessor (t5.data.preprocessors): the train
 documents are concatenated and split into raw chunks of `random_spans_helper(inputs_len)`
@@ -9,19 +11,15 @@ span; both end in EOS. Sentinels count down from the top of the vocabulary: the 
 example gets `vocab_size - 1`, the next `vocab_size - 2`, ..., where vocab_size is the tokenizer's
 plus `data.extra_ids`, exactly seqio's `SentencePieceVocabulary(extra_ids=...)` numbering.
 
-Noise is drawn per example from grain's per-index generator, so batches are deterministic and
-resume exactly like the LM pipeline's.
+Noise is drawn per example from grain's per-index generator (jaxlm/data/pipeline.py), so batches
+are deterministic and resume exactly like the LM pipeline's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import grain
 import numpy as np
-
-from jaxlm.data import grain_pipeline
-from jaxlm.data.grain_pipeline import DataPipeline
 
 
 def random_spans_helper(inputs_length: int, noise_density: float,
@@ -97,7 +95,7 @@ def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, noise_density:
             'targets': targets}
 
 
-class _RawChunks:
+class RawChunks:
     """Consecutive `length`-token chunks of one token stream (the last partial one dropped)."""
 
     def __init__(self, tokens: np.ndarray, length: int):
@@ -110,17 +108,10 @@ class _RawChunks:
         return self.tokens[index * self.length:(index + 1) * self.length]
 
 
-def _token_stream(docs: list[str], tokenizer: Any) -> np.ndarray:
-    """T5's reduce_concat_tokens: documents back to back, without BOS or separators."""
-    return np.concatenate([np.asarray(tokenizer.encode(d), np.int32) for d in docs])
-
-
-def _to_encoder_decoder_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = grain_pipeline.to_model_batch(batch)
-    out.update(encoder_inputs=batch['encoder_inputs'].astype(np.int32),
-               encoder_segment_ids=batch['encoder_inputs_segment_ids'].astype(np.int32),
-               encoder_positions=batch['encoder_inputs_positions'].astype(np.int32))
-    return out
+def token_stream(docs: Any) -> np.ndarray:
+    """T5's reduce_concat_tokens: `TokenDocuments` (jaxlm/data/documents.py) back to back, without
+    their EOS, BOS or separators."""
+    return np.concatenate([docs[i][:-1] for i in range(len(docs))]).astype(np.int32)
 
 
 def check_sentinels(raw_len: int, noise_density: float, mean_noise_span_length: float,
@@ -130,51 +121,3 @@ def check_sentinels(raw_len: int, noise_density: float, mean_noise_span_length: 
     if spans > extra_ids:
         raise ValueError(f'data.extra_ids ({extra_ids}) is fewer than the {spans} noise spans '
                          f'of a {raw_len}-token chunk: raise it')
-
-
-def build_span_corruption_pipeline(data_cfg: Any, *, seed: int, process_index: int = 0,
-                                   process_count: int = 1) -> DataPipeline:
-    """Packed encoder-decoder batches: encoder fields [batch, inputs_len], decoder fields
-    [batch, seq_len], several corrupted chunks per row (first-fit packing)."""
-    batch = grain_pipeline.local_batch_size(data_cfg, process_index, process_count)
-    raw_len, targets_len = random_spans_helper(data_cfg.inputs_len, data_cfg.noise_density,
-                                               data_cfg.mean_noise_span_length)
-    if targets_len > data_cfg.seq_len:
-        raise ValueError(
-            f'data.seq_len ({data_cfg.seq_len}) is shorter than the span-corruption targets '
-            f'({targets_len} tokens for data.inputs_len = {data_cfg.inputs_len}); raise it')
-    train_docs, eval_docs, stats = grain_pipeline.load_documents(data_cfg)
-    tokenizer = grain_pipeline.make_tokenizer(data_cfg, lambda: train_docs)
-    train_src = _RawChunks(_token_stream(train_docs, tokenizer), raw_len)
-    eval_src = _RawChunks(_token_stream(eval_docs, tokenizer), raw_len)
-    stats.update(raw_chunk_tokens=raw_len, targets_tokens=targets_len,
-                 train_chunks=len(train_src), eval_chunks=len(eval_src))
-    if len(train_src) < process_count or not len(eval_src):
-        raise ValueError(f'too few {raw_len}-token chunks for {process_count} process(es): '
-                         f'{stats}')
-    vocab_size = tokenizer.vocab_size + data_cfg.extra_ids
-    check_sentinels(raw_len, data_cfg.noise_density, data_cfg.mean_noise_span_length,
-                    data_cfg.extra_ids)
-
-    def corrupt(tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return span_corrupt(tokens, rng, noise_density=data_cfg.noise_density,
-                            mean_noise_span_length=data_cfg.mean_noise_span_length,
-                            vocab_size=vocab_size, eos_id=tokenizer.eos_id)
-
-    lengths = {'encoder_inputs': data_cfg.inputs_len, 'inputs': data_cfg.seq_len,
-               'targets': data_cfg.seq_len}
-    shuffle_seed = grain_pipeline.shard_seed(seed, process_index)
-    train = grain_pipeline.shuffled_shard(train_src, shuffle_seed, process_index, process_count)
-    train = train.random_map(corrupt, seed=shuffle_seed).to_iter_dataset()
-    train = grain_pipeline.pack_and_batch(train, lengths, batch, seed=shuffle_seed,
-                                          shuffle_bins=True,
-                                          to_model_batch=_to_encoder_decoder_batch)
-    train = grain_pipeline.with_workers(train, data_cfg.num_workers)
-
-    eval_ds = grain.MapDataset.source(eval_src).repeat(None).random_map(corrupt, seed=0)
-    eval_iter = iter(grain_pipeline.pack_and_batch(
-        eval_ds.to_iter_dataset(), lengths, data_cfg.global_batch_size, seed=0,
-        shuffle_bins=False, to_model_batch=_to_encoder_decoder_batch))
-    eval_batches = grain_pipeline.process_rows(eval_iter, data_cfg.num_eval_batches,
-                                               process_index, process_count)
-    return DataPipeline(tokenizer, iter(train), eval_batches, stats)

@@ -188,7 +188,7 @@ def build_tokenizer(
             raise ValueError(
                 "data.tokenizer.kind 'hf' needs data.tokenizer.path (a tokenizer.json)"
             )
-        from jaxlm.data.hf_tokenizer import HFTokenizer  # noqa: PLC0415 (optional dependency)
+        from jaxlm.data.hf_tokenizer import HFTokenizer
 
         return HFTokenizer(path)
     raise ValueError(

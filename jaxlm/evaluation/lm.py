@@ -15,17 +15,16 @@ its batch: padding never changes a score.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.data.tokenizers import Tokenizer
-from jaxlm.inference.decode import generate
-from jaxlm.models.decoder import Transformer
+from jaxlm.inference.decode import bucket_length, generate
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
 DEFAULT_MAX_GEN_TOKS = 256  # the harness's HFLM default when a request sets no max_gen_toks
@@ -50,13 +49,13 @@ def rolling_token_windows(tokens: list[int], prefix_token: int, max_seq_len: int
         yield inputs[:len(inputs) - (len(targets) - 1)], targets
 
 
-def _bucket(n: int, max_len: int) -> int:
-    """Padded length: the next power of two from 32, capped at the model's context."""
-    return min(max_len, max(32, 1 << math.ceil(math.log2(max(n, 1)))))
+def _padded_length(n: int, max_len: int) -> int:
+    """The next power of two from 32, capped at the model's context (n <= max_len)."""
+    return bucket_length(n, max_len, minimum=32)
 
 
 class JaxLM:
-    def __init__(self, model: Transformer, params: Any, tokenizer: Tokenizer, *,
+    def __init__(self, model: nn.Module, params: Any, tokenizer: Tokenizer, *,
                  batch_size: int = 16, max_length: int | None = None,
                  add_bos: bool = True) -> None:
         """`add_bos`: condition every request on the tokenizer's BOS, as jaxlm trains. False
@@ -72,7 +71,7 @@ class JaxLM:
     def from_workdir(cls, workdir: str, checkpoint: str | None = None, *,
                      dtype: str | None = None, **kwargs: Any) -> JaxLM:
         """`dtype` overrides the run's compute dtype (e.g. 'float32' for harness parity)."""
-        from jaxlm.inference.load import load_run  # noqa: PLC0415
+        from jaxlm.inference.load import load_run
 
         run = load_run(workdir, checkpoint, dtype=dtype)
         lm = cls(run.model, run.params, run.tokenizer, **kwargs)
@@ -137,7 +136,7 @@ class JaxLM:
         results: list[tuple[float, bool] | None] = [None] * len(rows)
         buckets: dict[int, list[int]] = {}
         for i, (inp, _, _) in enumerate(rows):
-            buckets.setdefault(_bucket(len(inp), self.max_length), []).append(i)
+            buckets.setdefault(_padded_length(len(inp), self.max_length), []).append(i)
         for length, idx in sorted(buckets.items()):
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]

@@ -111,7 +111,7 @@ def main() -> None:
     `python -m jaxlm.evaluation.lm_eval_adapter run --model jaxlm --model_args pretrained=DIR
     --tasks hellaswag` (the harness has no plugin discovery, so the class must be imported
     before its CLI parses `--model`)."""
-    from lm_eval.__main__ import cli_evaluate  # noqa: PLC0415
+    from lm_eval.__main__ import cli_evaluate
 
     cli_evaluate()
 

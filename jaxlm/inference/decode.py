@@ -64,9 +64,9 @@ def sample_logits(logits_BxV: jax.Array, key: jax.Array, temperature: float, top
     return jax.random.categorical(key, logits_BxV, axis=-1)
 
 
-def bucket_length(n: int, cap: int) -> int:
-    """n rounded up to a power of two (at least 16); capped at `cap` when n <= cap."""
-    b = max(_MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+def bucket_length(n: int, cap: int, minimum: int = _MIN_BUCKET) -> int:
+    """n rounded up to a power of two (at least `minimum`); capped at `cap` when n <= cap."""
+    b = max(minimum, 1 << (max(n, 1) - 1).bit_length())
     return min(b, cap) if n <= cap else b
 
 
@@ -214,7 +214,7 @@ def _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_
     n = len(prompts)
     if mesh is not None:
         if rules is None:
-            from jaxlm.config import DEFAULT_LOGICAL_AXIS_RULES  # noqa: PLC0415
+            from jaxlm.config import DEFAULT_LOGICAL_AXIS_RULES
             rules = DEFAULT_LOGICAL_AXIS_RULES
         rules = tuple((name, tuple(a) if isinstance(a, list) else a) for name, a in rules)
     else:

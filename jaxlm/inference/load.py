@@ -12,7 +12,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxlm.data.grain_pipeline import tokenizer_only
+from jaxlm.checkpoints import (
+    CheckpointError,
+    has_checkpoints,
+    restore_params,
+    split_checkpoint_path,
+)
+from jaxlm.data.documents import tokenizer_only
 from jaxlm.data.hf_tokenizer import TOKENIZER_JSON, HFTokenizer
 from jaxlm.data.tokenizers import (
     TOKENIZER_FILE,
@@ -22,12 +28,6 @@ from jaxlm.data.tokenizers import (
 )
 from jaxlm.models import params as param_lib
 from jaxlm.models.registry import build_model
-from jaxlm.trainer.checkpoint import (
-    CheckpointError,
-    has_checkpoints,
-    restore_params,
-    split_checkpoint_path,
-)
 
 
 @dataclasses.dataclass

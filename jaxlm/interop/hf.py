@@ -18,7 +18,6 @@ it with a fresh optimizer state and saves its own `checkpoints/`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import functools
 import glob
@@ -34,7 +33,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from jaxlm.errors import UserError
+from jaxlm.models.hf_specs import ConversionError, Path, Spec, hf_names
 
 ARCHITECTURES = {'GPT2LMHeadModel': 'gpt2', 'LlamaForCausalLM': 'llama',
                  'MistralForCausalLM': 'mistral', 'T5ForConditionalGeneration': 't5'}
@@ -46,12 +45,6 @@ _FLOAT_DTYPES = {np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.
 _DTYPE_NAMES = {'float32': np.float32, 'bfloat16': ml_dtypes.bfloat16, 'float16': np.float16}
 # Buffers some checkpoints carry that are not parameters (recomputed by every implementation).
 _IGNORED_SUFFIXES = ('.attn.bias', '.attn.masked_bias', 'rotary_emb.inv_freq')
-# T5 checkpoints may also store the stacks' views of the shared embedding.
-_TIED_COPIES = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
-
-
-class ConversionError(UserError, ValueError):
-    """A checkpoint that cannot be converted; the message names the tensor or field."""
 
 
 # ------------------------------------------------------------------------------- configs
@@ -102,16 +95,9 @@ def _rope(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     return theta, {**scaling, 'rope_type': kind}
 
 
-def _model_fields_available() -> set[str]:
-    from jaxlm.config import default_config  # noqa: PLC0415
-
-    return set(default_config().model.keys())
-
-
 def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
     """jaxlm `model.*` fields for an HF config (raises ConversionError when not representable)."""
     family = family_of(hf)
-    available = _model_fields_available()
     if family == 'gpt2':
         act = hf.get('activation_function', 'gelu_new')
         if act not in ('gelu_new', 'gelu_pytorch_tanh'):
@@ -148,9 +134,6 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
     theta, scaling = _rope(hf)
     fields['rope_theta'] = theta
     if scaling is not None:
-        if 'rope_scaling' not in available:
-            raise ConversionError(f"rope scaling {scaling['rope_type']!r} needs jaxlm's "
-                                  '`model.rope_scaling` config field, which this jaxlm lacks')
         rs = dict(kind=scaling['rope_type'], factor=float(scaling.get('factor', 1.0)))
         if rs['kind'] == 'llama3':
             rs.update(low_freq_factor=float(scaling['low_freq_factor']),
@@ -161,11 +144,7 @@ def model_fields(hf: dict[str, Any]) -> dict[str, Any]:
     if hf.get('use_sliding_window') is False:
         window = None
     if window:
-        if 'sliding_window' in available:
-            fields['sliding_window'] = int(window)
-        elif window < fields['max_seq_len']:
-            raise ConversionError(f"sliding_window {window} needs jaxlm's `model.sliding_window` "
-                                  'config field, which this jaxlm lacks')
+        fields['sliding_window'] = int(window)
     return fields
 
 
@@ -203,7 +182,7 @@ def hf_dtype_name(hf: dict[str, Any]) -> str:
 def jaxlm_config(hf: dict[str, Any], *, dtype: str = 'float32',
                  param_dtype: str = 'float32') -> Any:
     """A full run config (`default_config()`) with `model.*` mapped from the HF config."""
-    from jaxlm import config as config_lib  # noqa: PLC0415
+    from jaxlm import config as config_lib
 
     cfg = config_lib.default_config()
     fields = model_fields(hf)
@@ -214,7 +193,7 @@ def jaxlm_config(hf: dict[str, Any], *, dtype: str = 'float32',
         else:
             cfg.model[k] = v
     cfg.model.dtype, cfg.model.param_dtype = dtype, param_dtype
-    if cfg.model.architecture == 'encoder_decoder':
+    if family_of(hf) == 't5':
         # T5's vocabulary already holds its sentinels (<extra_id_0> = the last tokenizer id).
         cfg.data.update(objective='span_corruption', extra_ids=0)
     cfg.data.seq_len = min(cfg.data.seq_len, cfg.model.max_seq_len)
@@ -227,220 +206,26 @@ def hf_config(model: Any, base: dict[str, Any] | None = None,
     """An HF config.json for jaxlm `model` fields (a ConfigDict or dict), starting from `base`
     (the original HF config when the run came from one)."""
     m = dict(model)
-    family = infer_family(m)
-    out = dict(base or {})
-    if family == 't5':
-        out.update(architectures=['T5ForConditionalGeneration'], model_type='t5',
-                   vocab_size=m['vocab_size'], d_model=m['d_model'], d_kv=m['head_dim'],
-                   d_ff=m['mlp_dim'], num_layers=m['num_layers'],
-                   num_decoder_layers=m['num_layers'], num_heads=m['num_heads'],
-                   relative_attention_num_buckets=m['relative_buckets'],
-                   relative_attention_max_distance=m['relative_max_distance'],
-                   layer_norm_epsilon=m['norm_eps'], feed_forward_proj='gated-gelu',
-                   tie_word_embeddings=m['tie_embeddings'],
-                   scale_decoder_outputs=m['tie_embeddings'], is_encoder_decoder=True)
-        out.setdefault('decoder_start_token_id', 0)
-    elif family == 'gpt2':
-        out.update(architectures=['GPT2LMHeadModel'], model_type='gpt2',
-                   vocab_size=m['vocab_size'], n_layer=m['num_layers'], n_embd=m['d_model'],
-                   n_head=m['num_heads'], n_inner=m['mlp_dim'], n_positions=m['max_seq_len'],
-                   layer_norm_epsilon=m['norm_eps'], tie_word_embeddings=m['tie_embeddings'])
-        out.setdefault('activation_function', 'gelu_new')
-    else:
-        window = int(m.get('sliding_window', 0) or 0)
-        if family == 'mistral':
-            out.update(architectures=['MistralForCausalLM'], model_type='mistral',
-                       sliding_window=window or None)
-        else:
-            out.update(architectures=['LlamaForCausalLM'], model_type='llama')
-        out.update(vocab_size=m['vocab_size'], num_hidden_layers=m['num_layers'],
-                   hidden_size=m['d_model'], num_attention_heads=m['num_heads'],
-                   num_key_value_heads=m['num_kv_heads'], head_dim=m['head_dim'],
-                   intermediate_size=m['mlp_dim'], max_position_embeddings=m['max_seq_len'],
-                   rms_norm_eps=m['norm_eps'], tie_word_embeddings=m['tie_embeddings'],
-                   hidden_act='silu', attention_bias=False, mlp_bias=False)
-        rope = {'rope_theta': float(m['rope_theta']), 'rope_type': 'default'}
-        rs = dict(m.get('rope_scaling') or {})
-        if rs.get('kind', 'none') != 'none':
-            rope.update(rope_type=rs['kind'], factor=float(rs['factor']))
-            if rs['kind'] == 'llama3':
-                rope.update(low_freq_factor=float(rs['low_freq_factor']),
-                            high_freq_factor=float(rs['high_freq_factor']),
-                            original_max_position_embeddings=int(rs['original_max_seq_len']))
-        out.pop('rope_theta', None)
-        out.pop('rope_scaling', None)
-        out['rope_parameters'] = rope
+    out = _family(m).hf_config(m, base or {})
     out.pop('torch_dtype', None)
     out['dtype'] = dtype
     return out
 
 
-def infer_family(m: dict[str, Any]) -> str:
-    if m.get('architecture') == 'encoder_decoder':
-        if (m['norm'], m['mlp'], m['positions']) != ('rmsnorm', 'geglu', 't5_relative') \
-                or m['use_bias'] or m.get('qk_norm') or m['num_kv_heads'] != m['num_heads']:
-            raise ConversionError('an encoder-decoder is a T5.1.1 only with rmsnorm, geglu, '
-                                  't5_relative, no biases, no qk_norm and num_kv_heads == '
-                                  'num_heads')
-        return 't5'
-    if m['positions'] == 'learned' and m['norm'] == 'layernorm' and m['mlp'] == 'gelu':
-        if not m['use_bias'] or m['num_kv_heads'] != m['num_heads'] or m.get('qk_norm'):
-            raise ConversionError('a learned-position GPT-2-style jaxlm model needs use_bias=True,'
-                                  ' num_kv_heads == num_heads and no qk_norm to be a GPT-2')
-        return 'gpt2'
-    if m['positions'] == 'rope' and m['norm'] == 'rmsnorm' and m['mlp'] == 'swiglu':
-        if m['use_bias'] or m.get('qk_norm'):
-            raise ConversionError('use_bias / qk_norm have no LLaMA/Mistral equivalent')
-        return 'mistral' if m.get('sliding_window') else 'llama'
-    raise ConversionError(
-        f"no HF architecture for norm={m['norm']!r} mlp={m['mlp']!r} positions="
-        f"{m['positions']!r} (GPT-2: layernorm+gelu+learned; LLaMA: rmsnorm+swiglu+rope)")
+def _family(m: dict[str, Any]) -> Any:
+    """The model family of the `model` fields `m` (jaxlm/models/registry.py)."""
+    from jaxlm.models import registry
+
+    return registry.family(m)
 
 
 # ------------------------------------------------------------------------------- tensor map
 
 
-Path = tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """One HF tensor ('{i}' = layer index) <-> one or more jaxlm parameters. `to_jax` maps the
-    HF array to the jaxlm arrays (one layer's slice for layer tensors); `to_hf` the reverse."""
-
-    hf: str
-    paths: tuple[Path, ...]
-    hf_shape: tuple[int, ...]
-    to_jax: Callable[[np.ndarray], list[np.ndarray]]
-    to_hf: Callable[[list[np.ndarray]], np.ndarray]
-    per_layer: bool = False
-
-
-def _same(hf: str, path: Path, shape: tuple[int, ...], per_layer: bool = False) -> Spec:
-    return Spec(hf, (path,), shape, lambda w: [w], lambda ws: ws[0], per_layer)
-
-
-def _linear_in(hf: str, path: Path, d: int, n: int, dh: int) -> Spec:
-    """torch Linear [n*dh, d] -> kernel [d, n, dh]."""
-    return Spec(hf, (path,), (n * dh, d), lambda w: [w.T.reshape(d, n, dh)],
-                lambda ws: ws[0].reshape(d, n * dh).T, True)
-
-
-def _specs_llama(m: dict[str, Any]) -> list[Spec]:
-    d, h, k, dh, f, v = (m['d_model'], m['num_heads'], m['num_kv_heads'], m['head_dim'],
-                         m['mlp_dim'], m['vocab_size'])
-    p = 'model.layers.{i}.'
-    att = ('layers', 'attention')
-    specs = [
-        _same('model.embed_tokens.weight', ('token_embed', 'embedding'), (v, d)),
-        _same(p + 'input_layernorm.weight', ('layers', 'attention_norm', 'scale'), (d,), True),
-        _linear_in(p + 'self_attn.q_proj.weight', att + ('query', 'kernel'), d, h, dh),
-        _linear_in(p + 'self_attn.k_proj.weight', att + ('key', 'kernel'), d, k, dh),
-        _linear_in(p + 'self_attn.v_proj.weight', att + ('value', 'kernel'), d, k, dh),
-        Spec(p + 'self_attn.o_proj.weight', (att + ('out', 'kernel'),), (d, h * dh),
-             lambda w: [w.T.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d).T, True),
-        _same(p + 'post_attention_layernorm.weight', ('layers', 'mlp_norm', 'scale'), (d,),
-              True),
-        Spec(p + 'mlp.gate_proj.weight', (('layers', 'mlp', 'gate', 'kernel'),), (f, d),
-             lambda w: [w.T], lambda ws: ws[0].T, True),
-        Spec(p + 'mlp.up_proj.weight', (('layers', 'mlp', 'up', 'kernel'),), (f, d),
-             lambda w: [w.T], lambda ws: ws[0].T, True),
-        Spec(p + 'mlp.down_proj.weight', (('layers', 'mlp', 'down', 'kernel'),), (d, f),
-             lambda w: [w.T], lambda ws: ws[0].T, True),
-        _same('model.norm.weight', ('final_norm', 'scale'), (d,)),
-    ]
-    if not m['tie_embeddings']:
-        specs.append(Spec('lm_head.weight', (('lm_head',),), (v, d), lambda w: [w.T],
-                          lambda ws: ws[0].T))
-    return specs
-
-
-def _specs_gpt2(m: dict[str, Any]) -> list[Spec]:
-    d, h, dh, f, v = m['d_model'], m['num_heads'], m['head_dim'], m['mlp_dim'], m['vocab_size']
-    p = 'transformer.h.{i}.'
-    att = ('layers', 'attention')
-    qkv = tuple(att + (n, 'kernel') for n in ('query', 'key', 'value'))
-    qkv_b = tuple(att + (n, 'bias') for n in ('query', 'key', 'value'))
-    specs = [
-        _same('transformer.wte.weight', ('token_embed', 'embedding'), (v, d)),
-        _same('transformer.wpe.weight', ('position_embed', 'embedding'), (m['max_seq_len'], d)),
-        _same(p + 'ln_1.weight', ('layers', 'attention_norm', 'scale'), (d,), True),
-        _same(p + 'ln_1.bias', ('layers', 'attention_norm', 'bias'), (d,), True),
-        # Conv1D weights are [in, out]; c_attn's out is [q | k | v].
-        Spec(p + 'attn.c_attn.weight', qkv, (d, 3 * h * dh),
-             lambda w: [x.reshape(d, h, dh) for x in np.split(w, 3, axis=1)],
-             lambda ws: np.concatenate([x.reshape(d, h * dh) for x in ws], axis=1), True),
-        Spec(p + 'attn.c_attn.bias', qkv_b, (3 * h * dh,),
-             lambda b: [x.reshape(h, dh) for x in np.split(b, 3)],
-             lambda bs: np.concatenate([x.reshape(h * dh) for x in bs]), True),
-        Spec(p + 'attn.c_proj.weight', (att + ('out', 'kernel'),), (h * dh, d),
-             lambda w: [w.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d), True),
-        _same(p + 'attn.c_proj.bias', att + ('out', 'bias'), (d,), True),
-        _same(p + 'ln_2.weight', ('layers', 'mlp_norm', 'scale'), (d,), True),
-        _same(p + 'ln_2.bias', ('layers', 'mlp_norm', 'bias'), (d,), True),
-        _same(p + 'mlp.c_fc.weight', ('layers', 'mlp', 'up', 'kernel'), (d, f), True),
-        _same(p + 'mlp.c_fc.bias', ('layers', 'mlp', 'up', 'bias'), (f,), True),
-        _same(p + 'mlp.c_proj.weight', ('layers', 'mlp', 'down', 'kernel'), (f, d), True),
-        _same(p + 'mlp.c_proj.bias', ('layers', 'mlp', 'down', 'bias'), (d,), True),
-        _same('transformer.ln_f.weight', ('final_norm', 'scale'), (d,)),
-        _same('transformer.ln_f.bias', ('final_norm', 'bias'), (d,)),
-    ]
-    if not m['tie_embeddings']:
-        specs.append(Spec('lm_head.weight', (('lm_head',),), (v, d), lambda w: [w.T],
-                          lambda ws: ws[0].T))
-    return specs
-
-
-def _specs_t5(m: dict[str, Any]) -> list[Spec]:
-    d, h, dh, f, v = m['d_model'], m['num_heads'], m['head_dim'], m['mlp_dim'], m['vocab_size']
-
-    def attention(hf: str, path: Path) -> list[Spec]:
-        return [_linear_in(f'{hf}.{n}.weight', path + (name, 'kernel'), d, h, dh)
-                for n, name in (('q', 'query'), ('k', 'key'), ('v', 'value'))] + [
-            Spec(f'{hf}.o.weight', (path + ('out', 'kernel'),), (d, h * dh),
-                 lambda w: [w.T.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d).T,
-                 True)]
-
-    def mlp(hf: str, path: Path) -> list[Spec]:
-        return [Spec(f'{hf}.DenseReluDense.{n}.weight', (path + ('mlp', name, 'kernel'),),
-                     (f, d) if n != 'wo' else (d, f), lambda w: [w.T], lambda ws: ws[0].T, True)
-                for n, name in (('wi_0', 'gate'), ('wi_1', 'up'), ('wo', 'down'))]
-
-    def norm(hf: str, path: Path) -> Spec:
-        return _same(hf, path + ('scale',), (d,), True)
-
-    specs = [_same('shared.weight', ('token_embed', 'embedding'), (v, d))]
-    for stack in ('encoder', 'decoder'):
-        p, layers = f'{stack}.block.{{i}}.layer.', (stack, 'layers')
-        specs.append(_same(f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight',
-                           (stack, 'relative_bias', 'embedding'), (m['relative_buckets'], h)))
-        specs += attention(p + '0.SelfAttention', layers + ('attention',))
-        specs.append(norm(p + '0.layer_norm.weight', layers + ('attention_norm',)))
-        mlp_layer = '1'
-        if stack == 'decoder':
-            specs += attention(p + '1.EncDecAttention', layers + ('cross_attention',))
-            specs.append(norm(p + '1.layer_norm.weight', layers + ('cross_attention_norm',)))
-            mlp_layer = '2'
-        specs += mlp(p + mlp_layer, layers)
-        specs.append(norm(p + mlp_layer + '.layer_norm.weight', layers + ('mlp_norm',)))
-        specs.append(_same(f'{stack}.final_layer_norm.weight', (stack, 'final_norm', 'scale'),
-                           (d,)))
-    if not m['tie_embeddings']:
-        specs.append(Spec('lm_head.weight', (('lm_head',),), (v, d), lambda w: [w.T],
-                          lambda ws: ws[0].T))
-    return specs
-
-
 def tensor_specs(model: Any) -> list[Spec]:
+    """The HF tensors of `model` (jaxlm `model` fields), as its family maps them."""
     m = dict(model)
-    family = infer_family(m)
-    if family == 't5':
-        return _specs_t5(m)
-    return _specs_gpt2(m) if family == 'gpt2' else _specs_llama(m)
-
-
-def hf_names(spec: Spec, num_layers: int) -> list[str]:
-    return [spec.hf.format(i=i) for i in range(num_layers)] if spec.per_layer else [spec.hf]
+    return _family(m).hf_specs(m)
 
 
 # ------------------------------------------------------------------------------- reading
@@ -507,7 +292,7 @@ def _tensor(name: str, f: Any) -> np.ndarray:
 def _read_safetensors(path: str, read: Callable[[Any], Any]) -> Any:
     """`read(f)` of the open safetensors file `path`; a corrupt or truncated file (the library
     raises its own SafetensorError, not an OSError) is a ConversionError naming it."""
-    from safetensors import SafetensorError, safe_open  # noqa: PLC0415
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(path, framework='numpy') as f:
@@ -531,9 +316,9 @@ def _check_tensor_names(folder: SafetensorsFolder, specs: list[Spec], m: dict[st
         raise ConversionError(f'{len(missing)} tensors missing from the checkpoint: '
                               f'{missing[:8]}')
     used = {folder.resolve(n) for n in expected}
-    leftover = sorted(n for n in folder.names() - used
-                      if not n.endswith(_IGNORED_SUFFIXES) and n not in _TIED_COPIES
-                      and not (m['tie_embeddings'] and n == 'lm_head.weight'))
+    copies = {c for spec in specs for c in spec.copies}
+    leftover = sorted(n for n in folder.names() - used - copies
+                      if not n.endswith(_IGNORED_SUFFIXES))
     if leftover:
         raise ConversionError(f'{len(leftover)} tensors have no jaxlm counterpart (unsupported '
                               f'variant?): {leftover[:8]}')
@@ -548,9 +333,9 @@ def iter_hf_params(directory: str, model_cfg: Any,
     num_layers = m['num_layers']
     folder = SafetensorsFolder(directory)
     specs = tensor_specs(m)
-    if m.get('architecture') == 'encoder_decoder' and not m['tie_embeddings'] \
-            and folder.resolve('lm_head.weight') is None:
-        folder.aliases['lm_head.weight'] = 'shared.weight'  # transformers >= 5 stores one copy
+    for spec in specs:
+        if spec.fallback is not None and folder.resolve(spec.hf) is None:
+            folder.aliases[spec.hf] = spec.fallback
     _check_tensor_names(folder, specs, m)
     for spec in specs:
         arrays: dict[Path, np.ndarray] = {}
@@ -575,12 +360,11 @@ def checked_params(leaves: Iterable[tuple[Path, Any]], model: Any,
                    seq_len: int) -> Iterator[tuple[Path, Any]]:
     """Passes `leaves` through, checking each against the parameter the jaxlm model initialises
     (tree path, shape, dtype); raises at the end if any parameter never came."""
-    import flax.linen as nn  # noqa: PLC0415
-    import jax  # noqa: PLC0415
-    from flax import traverse_util  # noqa: PLC0415
+    import flax.linen as nn
+    import jax
+    from flax import traverse_util
 
-    tokens = jax.numpy.zeros((1, min(seq_len, 8)), jax.numpy.int32)
-    inputs = (tokens, tokens) if model.cfg.architecture == 'encoder_decoder' else (tokens,)
+    inputs = _family(model.cfg).init_inputs(min(seq_len, 8))
     expected = traverse_util.flatten_dict(jax.eval_shape(
         lambda: nn.unbox(model.init(jax.random.key(0), *inputs)['params'])))
     seen = set()
@@ -672,8 +456,8 @@ def write_run(leaves: Iterable[tuple[Path, Any]], cfg: Any, directory: str) -> N
     against the model), then config.json (whose `init_params_from` names where params/ will
     live) and config.py: `load_run` (sampling, evaluation) reads it, and `jaxlm.train` on the
     workdir starts fine-tuning from it with a fresh optimizer state, saving into `checkpoints/`."""
-    from jaxlm.models.registry import build_model  # noqa: PLC0415
-    from jaxlm.trainer.checkpoint import save_params  # noqa: PLC0415
+    from jaxlm.checkpoints import save_params
+    from jaxlm.models.registry import build_model
 
     save_params(os.path.join(directory, PARAMS_DIR), 0,
                 checked_params(leaves, build_model(cfg), cfg.data.seq_len))
@@ -758,12 +542,12 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
     and the tokenizer files. Returns the HF config. A non-empty `out_dir` is refused, or with
     `overwrite` replaced (see `staged`). Parameters are restored one spec at a time, so memory
     holds one stacked parameter plus the current shard."""
-    from flax import traverse_util  # noqa: PLC0415
+    from flax import traverse_util
 
-    from jaxlm.inference import load  # noqa: PLC0415
-    from jaxlm.models import params as param_lib  # noqa: PLC0415
-    from jaxlm.models.registry import build_model  # noqa: PLC0415
-    from jaxlm.trainer.checkpoint import has_checkpoints, restore_params  # noqa: PLC0415
+    from jaxlm.checkpoints import has_checkpoints, restore_params
+    from jaxlm.inference import load
+    from jaxlm.models import params as param_lib
+    from jaxlm.models.registry import build_model
 
     cfg = load.read_run_config(workdir)
     directory, step = load.checkpoint_location(workdir, cfg, checkpoint)
@@ -823,7 +607,7 @@ def write_safetensors(tensors: Iterable[tuple[str, np.ndarray]], model_cfg: Any,
                       dtype: np.dtype, max_shard_bytes: int) -> None:
     """model.safetensors, or shards of at most `max_shard_bytes` and their index, planned from
     the shapes and written one after the other as `tensors` (in spec order) arrive."""
-    from safetensors.numpy import save_file  # noqa: PLC0415
+    from safetensors.numpy import save_file
 
     m = dict(model_cfg)
     sizes = []

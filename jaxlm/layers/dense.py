@@ -34,7 +34,7 @@ class DenseGeneral(nn.Module):
     features: Sequence[int]
     kernel_axes: Sequence[str]  # logical names of the contracted input dims, then the outputs
     num_contract: int = 1
-    activation_name: str | None = None  # names the output for remat policies (models/remat.py)
+    activation_name: str | None = None  # names the output for remat (models/config.py)
     use_bias: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
@@ -56,7 +56,7 @@ class DenseGeneral(nn.Module):
                 nn.with_logical_partitioning(nn.initializers.zeros,
                                              tuple(self.kernel_axes[self.num_contract:])),
                 features, self.param_dtype)
-            y = y + bias.astype(self.dtype)
+            y = y + jnp.expand_dims(bias.astype(self.dtype), tuple(range(y.ndim - bias.ndim)))
         if self.activation_name:
             y = checkpoint_name(y, self.activation_name)
         return y

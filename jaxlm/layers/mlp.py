@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,9 +23,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, deterministic: bool) -> jax.Array:
-        dense = lambda feats, axes, name: DenseGeneral(  # noqa: E731
-            (feats,), axes, activation_name=f'mlp_{name}', use_bias=self.use_bias,
-            init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        dense = functools.partial(_dense, self)
         d = x_BxLxD.shape[-1]
         if self.kind in ('swiglu', 'geglu'):
             gate = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BxLxD).astype(jnp.float32)
@@ -39,3 +39,9 @@ class MLP(nn.Module):
         h_BxLxF = constrain(h_BxLxF, ('batch', 'length', 'mlp'))
         out = dense(d, ('mlp', 'embed'), 'down')(h_BxLxF)
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+
+
+def _dense(mlp: MLP, features: int, axes: tuple[str, str], name: str) -> DenseGeneral:
+    return DenseGeneral((features,), axes, activation_name=f'mlp_{name}', use_bias=mlp.use_bias,
+                        init_std=mlp.init_std, dtype=mlp.dtype, param_dtype=mlp.param_dtype,
+                        name=name)

@@ -9,6 +9,12 @@ import jax.numpy as jnp
 from jaxlm.layers.dense import Dtype
 
 
+def _lead(p: jax.Array, ndim: int) -> jax.Array:
+    """`p` [D] with leading unit dims up to rank `ndim` (explicit broadcasting: the tests
+    run with jax_numpy_rank_promotion='raise')."""
+    return jnp.expand_dims(p, tuple(range(ndim - p.ndim)))
+
+
 class RMSNorm(nn.Module):
     eps: float = 1e-6
     scale_axis: str = 'norm'
@@ -22,7 +28,7 @@ class RMSNorm(nn.Module):
                            (x.shape[-1],), self.param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (y * scale.astype(jnp.float32)).astype(self.dtype)
+        return (y * _lead(scale.astype(jnp.float32), y.ndim)).astype(self.dtype)
 
 
 class LayerNorm(nn.Module):
@@ -41,12 +47,13 @@ class LayerNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * _lead(scale.astype(jnp.float32),
+                                                                 x32.ndim)
         if self.use_bias:
             bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros,
                                                                    (self.scale_axis,)),
                               features, self.param_dtype)
-            y = y + bias.astype(jnp.float32)
+            y = y + _lead(bias.astype(jnp.float32), y.ndim)
         return y.astype(self.dtype)
 
 

@@ -35,6 +35,7 @@ parts run replicated over the stages.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -77,11 +78,11 @@ class LayerStack(nn.Module):
     block: Callable[..., nn.Module]  # a Module class (possibly nn.remat-wrapped)
     block_args: tuple  # its constructor's positional arguments
     num_layers: int
-    schedule: PipelineSchedule = PipelineSchedule()
+    schedule: PipelineSchedule = NO_PIPELINE
     activation_axes: tuple[str | None, ...] = ('batch', 'length', 'act_embed')  # logical, of x
 
     @nn.compact
-    def __call__(self, x: jax.Array, *per_example: jax.Array) -> jax.Array:
+    def __call__(self, x_BxLxD: jax.Array, *per_example: jax.Array) -> jax.Array:
         axis = 'stage' if self.schedule.enabled else 'layers'
         scanned = nn.scan(self.block, variable_axes={'params': 0},
                           split_rngs={'params': True, 'dropout': True},
@@ -89,39 +90,45 @@ class LayerStack(nn.Module):
                           metadata_params={nn.PARTITION_NAME: axis})(*self.block_args)
         nn.share_scope(self, scanned)  # its parameters sit directly under this module's name
         if not self.schedule.enabled or self.is_initializing():
-            return scanned(x, *per_example)[0]
-        layer = self.block(*self.block_args, parent=None)
-        apply_layer = lambda p, h, *side: layer.apply({'params': p}, h, *side)[0]  # noqa: E731
-        return run_pipeline(apply_layer, self.variables['params'], x, per_example, self.schedule,
-                            self.activation_axes)
+            return scanned(x_BxLxD, *per_example)[0]
+        apply_layer = functools.partial(_apply_layer, self.block(*self.block_args, parent=None))
+        return run_pipeline(apply_layer, self.variables['params'], x_BxLxD, per_example,
+                            self.schedule, self.activation_axes)
 
 
-def _split_microbatches(x: jax.Array, num_micro: int) -> jax.Array:
+def _apply_layer(layer: nn.Module, params: Any, x_BxLxD: jax.Array,
+                 *per_example: jax.Array) -> jax.Array:
+    return layer.apply({'params': params}, x_BxLxD, *per_example)[0]
+
+
+def split_microbatches(x_Bx_: jax.Array, num_micro: int) -> jax.Array:
     """[B, ...] -> [M, B/M, ...] taking rows i::M (every microbatch spans all data shards)."""
-    return x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
+    return x_Bx_.reshape(x_Bx_.shape[0] // num_micro, num_micro, *x_Bx_.shape[1:]).swapaxes(0, 1)
 
 
-def run_pipeline(apply_layer: Callable[..., jax.Array], stacked_params: Any, x: jax.Array,
+def run_pipeline(apply_layer: Callable[..., jax.Array], stacked_params: Any, x_BxLxD: jax.Array,
                  per_example: tuple[jax.Array, ...], schedule: PipelineSchedule,
                  activation_axes: tuple[str | None, ...]) -> jax.Array:
-    """Applies the stacked layers (leading dim = num_layers, in order) to `x` on the schedule."""
+    """Applies the stacked layers (leading dim = num_layers, in order) to `x` on the schedule.
+    Shapes: S stages, M microbatches of Bm rows, R repeats."""
     num_stages, num_micro, repeats = (schedule.stages, schedule.num_microbatches,
                                       schedule.num_repeats)
     stage_axis = nn.logical_to_mesh_axes(('stage',))[0]  # None outside a rules context
     # [L, ...] -> [R, S, L/(R*S), ...]: layer r*S*per + s*per + j is layer j of stage s, repeat r.
-    view = jax.tree.map(lambda p: p.reshape(repeats, num_stages, -1, *p.shape[1:]),
-                        stacked_params)
-    buf = constrain(_split_microbatches(x, num_micro), (None, *activation_axes))
-    side_mb = tuple(_split_microbatches(a, num_micro) for a in per_example)
+    view_RxSxLs = jax.tree.map(lambda p: p.reshape(repeats, num_stages, -1, *p.shape[1:]),
+                               stacked_params)
+    buf_MxBmxLxD = constrain(split_microbatches(x_BxLxD, num_micro), (None, *activation_axes))
+    side_Mx_ = tuple(split_microbatches(a, num_micro) for a in per_example)
     state_axes = ('stage', *activation_axes)
 
-    def run_stage(params_s: Any, repeat: jax.Array, h: jax.Array, *side: jax.Array) -> jax.Array:
+    def run_stage(params_s: Any, repeat: jax.Array, h_BmxLxD: jax.Array,
+                  *side: jax.Array) -> jax.Array:
         layers = jax.tree.map(lambda p: p[0] if repeats == 1 else
                               jax.lax.dynamic_index_in_dim(p, repeat, 0, False), params_s)
 
-        def one_layer(c: jax.Array, p: Any) -> tuple[jax.Array, None]:
-            return apply_layer(p, c, *side).astype(c.dtype), None
-        return jax.lax.scan(one_layer, h, layers)[0]
+        def one_layer(c_BmxLxD: jax.Array, p: Any) -> tuple[jax.Array, None]:
+            return apply_layer(p, c_BmxLxD, *side).astype(c_BmxLxD.dtype), None
+        return jax.lax.scan(one_layer, h_BmxLxD, layers)[0]
 
     if repeats > 1:
         # The weights of this tick's repeat are a slice that autodiff would keep for every tick
@@ -130,27 +137,30 @@ def run_pipeline(apply_layer: Callable[..., jax.Array], stacked_params: Any, x: 
         # R = 1 the weights are loop-invariant and nothing is copied.
         run_stage = jax.checkpoint(run_stage, policy=jax.checkpoint_policies.nothing_saveable)
 
-    stages_fn = jax.vmap(run_stage, in_axes=(1, 0, 0) + (0,) * len(side_mb),
+    stages_fn = jax.vmap(run_stage, in_axes=(1, 0, 0) + (0,) * len(side_Mx_),
                          spmd_axis_name=stage_axis)
-    stage_ids = jnp.arange(num_stages)
+    stage_ids_S = jnp.arange(num_stages)
 
     def tick(carry: tuple[jax.Array, jax.Array], t: jax.Array):
-        state, buf = carry
+        state_SxBmxLxD, buf_MxBmxLxD = carry
         # Stage 0 takes work item t (microbatch t % M); its repeats > 0 come back through buf.
-        state = constrain(state.at[0].set(jax.lax.dynamic_index_in_dim(buf, t % num_micro, 0,
-                                                                       False)), state_axes)
-        item = t - stage_ids  # the work item each stage holds this tick
-        repeat = jnp.clip(item // num_micro, 0, repeats - 1)
-        side = tuple(jnp.take(a, item % num_micro, axis=0) for a in side_mb)
-        out = constrain(stages_fn(view, repeat, state, *side), state_axes)
+        first_BmxLxD = jax.lax.dynamic_index_in_dim(buf_MxBmxLxD, t % num_micro, 0, False)
+        state_SxBmxLxD = constrain(state_SxBmxLxD.at[0].set(first_BmxLxD), state_axes)
+        item_S = t - stage_ids_S  # the work item each stage holds this tick
+        repeat_S = jnp.clip(item_S // num_micro, 0, repeats - 1)
+        side = tuple(jnp.take(a, item_S % num_micro, axis=0) for a in side_Mx_)
+        out_SxBmxLxD = constrain(stages_fn(view_RxSxLs, repeat_S, state_SxBmxLxD, *side),
+                                 state_axes)
         done = t - (num_stages - 1)  # the item leaving the last stage
         slot = done % num_micro
         valid = (done >= 0) & (done < repeats * num_micro)
-        keep = jax.lax.dynamic_index_in_dim(buf, slot, 0, False)
-        buf = jax.lax.dynamic_update_index_in_dim(buf, jnp.where(valid, out[-1], keep), slot, 0)
-        return (jnp.roll(out, 1, axis=0), buf), None
+        keep_BmxLxD = jax.lax.dynamic_index_in_dim(buf_MxBmxLxD, slot, 0, False)
+        buf_MxBmxLxD = jax.lax.dynamic_update_index_in_dim(
+            buf_MxBmxLxD, jnp.where(valid, out_SxBmxLxD[-1], keep_BmxLxD), slot, 0)
+        return (jnp.roll(out_SxBmxLxD, 1, axis=0), buf_MxBmxLxD), None
 
-    state = jnp.zeros((num_stages, *buf.shape[1:]), buf.dtype)
+    state_SxBmxLxD = jnp.zeros((num_stages, *buf_MxBmxLxD.shape[1:]), buf_MxBmxLxD.dtype)
     num_ticks = repeats * num_micro + num_stages - 1
-    (_, buf), _ = jax.lax.scan(tick, (state, buf), jnp.arange(num_ticks))
-    return buf.swapaxes(0, 1).reshape(x.shape)
+    (_, buf_MxBmxLxD), _ = jax.lax.scan(tick, (state_SxBmxLxD, buf_MxBmxLxD),
+                                        jnp.arange(num_ticks))
+    return buf_MxBmxLxD.swapaxes(0, 1).reshape(x_BxLxD.shape)

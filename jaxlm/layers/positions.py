@@ -63,7 +63,7 @@ def rope(x_BxLxHxD: jax.Array, positions_BxL: jax.Array, theta: float,
         inv_freq = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
     else:
         inv_freq = jnp.asarray(rope_inv_freq(d, theta, scaling))
-    angles_BxLxK = positions_BxL.astype(jnp.float32)[..., None] * inv_freq
+    angles_BxLxK = positions_BxL.astype(jnp.float32)[:, :, None] * inv_freq[None, None, :]
     sin = jnp.sin(angles_BxLxK)[:, :, None, :]
     cos = jnp.cos(angles_BxLxK)[:, :, None, :]
     x = x_BxLxHxD.astype(jnp.float32)
@@ -75,7 +75,8 @@ def rope(x_BxLxHxD: jax.Array, positions_BxL: jax.Array, theta: float,
 def sinusoidal(positions_BxL: jax.Array, d_model: int, max_timescale: float = 1e4) -> jax.Array:
     """PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(...) (Vaswani et al. 2017)."""
     i = jnp.arange(d_model // 2, dtype=jnp.float32)
-    angles = positions_BxL.astype(jnp.float32)[..., None] / max_timescale ** (2 * i / d_model)
+    angles = (positions_BxL.astype(jnp.float32)[:, :, None]
+              / (max_timescale ** (2 * i / d_model))[None, None, :])
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)
     return pe.reshape(*positions_BxL.shape, d_model)
 

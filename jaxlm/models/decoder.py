@@ -12,16 +12,19 @@ final_norm, and the head's own (`lm_head` unless the embeddings are tied).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlm.layers.cache import KVCache
 from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.pipeline import NO_PIPELINE, LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RelativePositionBias, alibi_bias, sinusoidal
+from jaxlm.models import hf_specs as hfs
 from jaxlm.models.blocks import Block, CachedBlock, block_params, norm, norm_params, remat_block
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.family import Batch, Field, ModelFamily, default_layout, dummy_tokens
@@ -180,6 +183,124 @@ class DecoderFamily(ModelFamily):
 
     def decoder(self, model: nn.Module) -> CachedTransformer:
         return CachedTransformer(model.cfg, head=model.head)
+
+    # Hugging Face: GPT-2 (learned positions, LayerNorm, GELU) and LLaMA / Mistral (RoPE,
+    # RMSNorm, SwiGLU; Mistral when it has a sliding window).
+
+    def hf_kind(self, m: dict[str, Any]) -> str:
+        """'gpt2', 'llama' or 'mistral': the HF layout of the `model` fields `m`."""
+        if m['positions'] == 'learned' and m['norm'] == 'layernorm' and m['mlp'] == 'gelu':
+            if not m['use_bias'] or m['num_kv_heads'] != m['num_heads'] or m.get('qk_norm'):
+                raise hfs.ConversionError('a learned-position GPT-2-style jaxlm model needs '
+                                      'use_bias=True, num_kv_heads == num_heads and no qk_norm '
+                                      'to be a GPT-2')
+            return 'gpt2'
+        if m['positions'] == 'rope' and m['norm'] == 'rmsnorm' and m['mlp'] == 'swiglu':
+            if m['use_bias'] or m.get('qk_norm'):
+                raise hfs.ConversionError('use_bias / qk_norm have no LLaMA/Mistral equivalent')
+            return 'mistral' if m.get('sliding_window') else 'llama'
+        raise hfs.ConversionError(
+            f"no HF architecture for norm={m['norm']!r} mlp={m['mlp']!r} positions="
+            f"{m['positions']!r} (GPT-2: layernorm+gelu+learned; LLaMA: rmsnorm+swiglu+rope)")
+
+    def hf_specs(self, m: dict[str, Any]) -> list[hfs.Spec]:
+        if self.hf_kind(m) == 'gpt2':
+            return self._hf_specs_gpt2(m)
+        return self._hf_specs_llama(m)
+
+    def _hf_specs_llama(self, m: dict[str, Any]) -> list[hfs.Spec]:
+        d, h, k, dh, f = (m['d_model'], m['num_heads'], m['num_kv_heads'], m['head_dim'],
+                          m['mlp_dim'])
+        p, att, mlp = 'model.layers.{i}.', ('layers', 'attention'), ('layers', 'mlp')
+        return [
+            hfs.token_embedding('model.embed_tokens.weight', m),
+            hfs.same(p + 'input_layernorm.weight', ('layers', 'attention_norm', 'scale'),
+                          (d,), True),
+            hfs.linear_in(p + 'self_attn.q_proj.weight', att + ('query', 'kernel'), d, h, dh),
+            hfs.linear_in(p + 'self_attn.k_proj.weight', att + ('key', 'kernel'), d, k, dh),
+            hfs.linear_in(p + 'self_attn.v_proj.weight', att + ('value', 'kernel'), d, k, dh),
+            hfs.linear_out(p + 'self_attn.o_proj.weight', att + ('out', 'kernel'), d, h, dh),
+            hfs.same(p + 'post_attention_layernorm.weight',
+                          ('layers', 'mlp_norm', 'scale'), (d,), True),
+            hfs.transposed(p + 'mlp.gate_proj.weight', mlp + ('gate', 'kernel'), (f, d), True),
+            hfs.transposed(p + 'mlp.up_proj.weight', mlp + ('up', 'kernel'), (f, d), True),
+            hfs.transposed(p + 'mlp.down_proj.weight', mlp + ('down', 'kernel'), (d, f), True),
+            hfs.same('model.norm.weight', ('final_norm', 'scale'), (d,)),
+            *hfs.lm_head(m),
+        ]
+
+    def _hf_specs_gpt2(self, m: dict[str, Any]) -> list[hfs.Spec]:
+        d, h, dh, f = m['d_model'], m['num_heads'], m['head_dim'], m['mlp_dim']
+        p, att, mlp = 'transformer.h.{i}.', ('layers', 'attention'), ('layers', 'mlp')
+        qkv = tuple(att + (n, 'kernel') for n in ('query', 'key', 'value'))
+        qkv_b = tuple(att + (n, 'bias') for n in ('query', 'key', 'value'))
+        same = functools.partial(hfs.same, per_layer=True)
+        return [
+            hfs.token_embedding('transformer.wte.weight', m),
+            hfs.same('transformer.wpe.weight', ('position_embed', 'embedding'),
+                          (m['max_seq_len'], d)),
+            same(p + 'ln_1.weight', ('layers', 'attention_norm', 'scale'), (d,)),
+            same(p + 'ln_1.bias', ('layers', 'attention_norm', 'bias'), (d,)),
+            # Conv1D weights are [in, out]; c_attn's out is [q | k | v].
+            hfs.Spec(p + 'attn.c_attn.weight', qkv, (d, 3 * h * dh),
+                          lambda w: [x.reshape(d, h, dh) for x in np.split(w, 3, axis=1)],
+                          lambda ws: np.concatenate([x.reshape(d, h * dh) for x in ws], axis=1),
+                          True),
+            hfs.Spec(p + 'attn.c_attn.bias', qkv_b, (3 * h * dh,),
+                          lambda b: [x.reshape(h, dh) for x in np.split(b, 3)],
+                          lambda bs: np.concatenate([x.reshape(h * dh) for x in bs]), True),
+            hfs.Spec(p + 'attn.c_proj.weight', (att + ('out', 'kernel'),), (h * dh, d),
+                          lambda w: [w.reshape(h, dh, d)], lambda ws: ws[0].reshape(h * dh, d),
+                          True),
+            same(p + 'attn.c_proj.bias', att + ('out', 'bias'), (d,)),
+            same(p + 'ln_2.weight', ('layers', 'mlp_norm', 'scale'), (d,)),
+            same(p + 'ln_2.bias', ('layers', 'mlp_norm', 'bias'), (d,)),
+            same(p + 'mlp.c_fc.weight', mlp + ('up', 'kernel'), (d, f)),
+            same(p + 'mlp.c_fc.bias', mlp + ('up', 'bias'), (f,)),
+            same(p + 'mlp.c_proj.weight', mlp + ('down', 'kernel'), (f, d)),
+            same(p + 'mlp.c_proj.bias', mlp + ('down', 'bias'), (d,)),
+            hfs.same('transformer.ln_f.weight', ('final_norm', 'scale'), (d,)),
+            hfs.same('transformer.ln_f.bias', ('final_norm', 'bias'), (d,)),
+            *hfs.lm_head(m),
+        ]
+
+    def hf_config(self, m: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        kind, out = self.hf_kind(m), dict(base)
+        if kind == 'gpt2':
+            out.update(architectures=['GPT2LMHeadModel'], model_type='gpt2',
+                       vocab_size=m['vocab_size'], n_layer=m['num_layers'], n_embd=m['d_model'],
+                       n_head=m['num_heads'], n_inner=m['mlp_dim'],
+                       n_positions=m['max_seq_len'], layer_norm_epsilon=m['norm_eps'],
+                       tie_word_embeddings=m['tie_embeddings'])
+            out.setdefault('activation_function', 'gelu_new')
+            return out
+        if kind == 'mistral':
+            out.update(architectures=['MistralForCausalLM'], model_type='mistral',
+                       sliding_window=int(m.get('sliding_window', 0) or 0) or None)
+        else:
+            out.update(architectures=['LlamaForCausalLM'], model_type='llama')
+        out.update(vocab_size=m['vocab_size'], num_hidden_layers=m['num_layers'],
+                   hidden_size=m['d_model'], num_attention_heads=m['num_heads'],
+                   num_key_value_heads=m['num_kv_heads'], head_dim=m['head_dim'],
+                   intermediate_size=m['mlp_dim'], max_position_embeddings=m['max_seq_len'],
+                   rms_norm_eps=m['norm_eps'], tie_word_embeddings=m['tie_embeddings'],
+                   hidden_act='silu', attention_bias=False, mlp_bias=False)
+        out.pop('rope_theta', None)
+        out.pop('rope_scaling', None)
+        out['rope_parameters'] = self._hf_rope(m)
+        return out
+
+    def _hf_rope(self, m: dict[str, Any]) -> dict[str, Any]:
+        """transformers' `rope_parameters` for the RoPE fields of `m`."""
+        rope = {'rope_theta': float(m['rope_theta']), 'rope_type': 'default'}
+        rs = dict(m.get('rope_scaling') or {})
+        if rs.get('kind', 'none') != 'none':
+            rope.update(rope_type=rs['kind'], factor=float(rs['factor']))
+            if rs['kind'] == 'llama3':
+                rope.update(low_freq_factor=float(rs['low_freq_factor']),
+                            high_freq_factor=float(rs['high_freq_factor']),
+                            original_max_position_embeddings=int(rs['original_max_seq_len']))
+        return rope
 
 
 FAMILY = DecoderFamily()

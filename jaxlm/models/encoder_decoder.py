@@ -21,6 +21,7 @@ import jax
 from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.pipeline import NO_PIPELINE, LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RelativePositionBias
+from jaxlm.models import hf_specs as hfs
 from jaxlm.models.blocks import Block, block_params, norm, norm_params, remat_block
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.family import Batch, Field, ModelFamily, default_layout, dummy_tokens
@@ -187,6 +188,70 @@ class EncoderDecoderFamily(ModelFamily):
             return (f'`data.inputs_len` ({d.inputs_len}) exceeds `model.max_seq_len` '
                     f'({m.max_seq_len})')
         return None
+
+    # Hugging Face: T5.1.1 (T5ForConditionalGeneration with gated GELU).
+
+    def _check_t5(self, m: dict[str, Any]) -> None:
+        if (m['norm'], m['mlp'], m['positions']) != ('rmsnorm', 'geglu', 't5_relative') \
+                or m['use_bias'] or m.get('qk_norm') or m['num_kv_heads'] != m['num_heads']:
+            raise hfs.ConversionError('an encoder-decoder is a T5.1.1 only with rmsnorm, geglu, '
+                                      't5_relative, no biases, no qk_norm and num_kv_heads == '
+                                      'num_heads')
+
+    def hf_specs(self, m: dict[str, Any]) -> list[hfs.Spec]:
+        self._check_t5(m)
+        # Checkpoints may also store the stacks' views of the shared embedding; transformers
+        # >= 5 stores an untied (unscaled) head only as `shared`.
+        specs = [hfs.token_embedding('shared.weight', m, copies=(
+            'encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'))]
+        for stack in ('encoder', 'decoder'):
+            specs += self._hf_stack_specs(m, stack)
+        return specs + hfs.lm_head(m, fallback='shared.weight')
+
+    def _hf_stack_specs(self, m: dict[str, Any], stack: str) -> list[hfs.Spec]:
+        d, h, dh, f = m['d_model'], m['num_heads'], m['head_dim'], m['mlp_dim']
+        p, layers = f'{stack}.block.{{i}}.layer.', (stack, 'layers')
+
+        def attention(hf: str, path: hfs.Path) -> list[hfs.Spec]:
+            return [hfs.linear_in(f'{hf}.{n}.weight', path + (name, 'kernel'), d, h, dh)
+                    for n, name in (('q', 'query'), ('k', 'key'), ('v', 'value'))] + [
+                hfs.linear_out(f'{hf}.o.weight', path + ('out', 'kernel'), d, h, dh)]
+
+        def norm(hf: str, path: hfs.Path) -> hfs.Spec:
+            return hfs.same(hf + '.layer_norm.weight', path + ('scale',), (d,), True)
+
+        specs = [hfs.same(f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight',
+                          (stack, 'relative_bias', 'embedding'), (m['relative_buckets'], h))]
+        specs += attention(p + '0.SelfAttention', layers + ('attention',))
+        specs.append(norm(p + '0', layers + ('attention_norm',)))
+        mlp = p + '1'
+        if stack == 'decoder':
+            specs += attention(p + '1.EncDecAttention', layers + ('cross_attention',))
+            specs.append(norm(p + '1', layers + ('cross_attention_norm',)))
+            mlp = p + '2'
+        specs += [hfs.transposed(f'{mlp}.DenseReluDense.{n}.weight',
+                                 layers + ('mlp', name, 'kernel'), shape, True)
+                  for n, name, shape in (('wi_0', 'gate', (f, d)), ('wi_1', 'up', (f, d)),
+                                         ('wo', 'down', (d, f)))]
+        specs.append(norm(mlp, layers + ('mlp_norm',)))
+        specs.append(hfs.same(f'{stack}.final_layer_norm.weight', (stack, 'final_norm', 'scale'),
+                              (d,)))
+        return specs
+
+    def hf_config(self, m: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        self._check_t5(m)
+        out = dict(base)
+        out.update(architectures=['T5ForConditionalGeneration'], model_type='t5',
+                   vocab_size=m['vocab_size'], d_model=m['d_model'], d_kv=m['head_dim'],
+                   d_ff=m['mlp_dim'], num_layers=m['num_layers'],
+                   num_decoder_layers=m['num_layers'], num_heads=m['num_heads'],
+                   relative_attention_num_buckets=m['relative_buckets'],
+                   relative_attention_max_distance=m['relative_max_distance'],
+                   layer_norm_epsilon=m['norm_eps'], feed_forward_proj='gated-gelu',
+                   tie_word_embeddings=m['tie_embeddings'],
+                   scale_decoder_outputs=m['tie_embeddings'], is_encoder_decoder=True)
+        out.setdefault('decoder_start_token_id', 0)
+        return out
 
 
 FAMILY = EncoderDecoderFamily()

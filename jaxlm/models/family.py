@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.layers.pipeline import NO_PIPELINE, PipelineSchedule
+from jaxlm.models import hf_specs as hfs
 from jaxlm.models.config import ModelConfig
 
 Batch = Mapping[str, jax.Array]
@@ -36,6 +37,9 @@ class ModelFamily(abc.ABC):
     """One model family. Subclasses are stateless; the registry holds one instance each."""
 
     name: str = ''
+    # What `apply` returns, which the objective must expect: 'vocab_logits' [B, L, vocab] for
+    # language models.
+    output: str = 'vocab_logits'
     # Whether `jaxlm.inference.decode` can generate with it (it has a cached decode module).
     decodes: bool = False
 
@@ -73,6 +77,16 @@ class ModelFamily(abc.ABC):
     def decoder(self, model: nn.Module) -> nn.Module:
         """The module with the same parameters that decodes over a KV cache."""
         raise NotImplementedError(f'model family {self.name!r} has no cached decoding')
+
+    def hf_specs(self, m: dict[str, Any]) -> list[hfs.Spec]:
+        """The Hugging Face tensors of a model with `model` fields `m`, each mapped onto its
+        jaxlm parameters (raises ConversionError when `m` has no HF equivalent)."""
+        raise hfs.no_mapping(self.name)
+
+    def hf_config(self, m: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        """`base` (an HF config.json, possibly empty) with the architecture and shape fields
+        of `m` written in."""
+        raise hfs.no_mapping(self.name)
 
 
 def default_layout(tokens_BxL: jax.Array, segment_ids_BxL: jax.Array | None,

@@ -19,7 +19,7 @@ def init_boxed(model: nn.Module, key: jax.Array, seq_len: int) -> Any:
 
 def logical_specs(model: nn.Module, seq_len: int) -> Any:
     """The logical axis names of every parameter, as PartitionSpecs."""
-    boxed = jax.eval_shape(init_boxed, model, jax.random.key(0), seq_len)
+    boxed = jax.eval_shape(lambda: init_boxed(model, jax.random.key(0), seq_len))
     return nn.get_partition_spec(boxed)
 
 

@@ -4,21 +4,42 @@ model's output that returns sums.
 Losses return sums, not means (`LossSums`), so gradient-accumulation microbatches and data shards
 add up to exactly the full-batch mean: the train step divides by the summed `weight` once.
 An objective is a frozen dataclass built from the run config by `registry.build`; its data side
-(`transform`) turns a source's documents or records into its batch fields.
+(`data_transform`) turns a source's documents into its batch fields.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.struct
 import jax
+import numpy as np
 
 from jaxlm.models.family import Field
 
 Batch = Mapping[str, jax.Array]
+Example = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataTransform:
+    """An objective's data side for one run, in NumPy (no grain, no TensorFlow), which the shared
+    pipeline (jaxlm/data/pipeline.py) runs between a source's documents and packing.
+
+    `examples(docs)`: a split's `TokenDocuments` (jaxlm/data/documents.py) -> (random-access
+    examples, stats about them); `noise(example, rng)`: an optional per-example random map (its
+    generator comes from grain per index, so it resumes exactly); `lengths`: the packed row
+    length of every example feature; `to_batch`: packing's outputs -> the objective's batch
+    fields; `stats`: what it reports about itself."""
+
+    examples: Callable[[Any], tuple[Sequence[Any], dict]]
+    lengths: dict[str, int]
+    to_batch: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    noise: Callable[[Any, np.random.Generator], Example] | None = None
+    stats: dict = dataclasses.field(default_factory=dict)
 
 
 @flax.struct.dataclass
@@ -36,6 +57,8 @@ class Objective(abc.ABC):
     """One training objective (a frozen dataclass in each subclass's file)."""
 
     name: str = ''
+    # The model output its loss reads (a family's `output`).
+    output: str = 'vocab_logits'
 
     @classmethod
     def from_config(cls, cfg: Any) -> Objective:
@@ -50,6 +73,10 @@ class Objective(abc.ABC):
     @abc.abstractmethod
     def target_fields(self, data_cfg: Any) -> dict[str, Field]:
         """The fields its loss reads beyond the model's inputs."""
+
+    def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
+        """How its batches are made from a source's documents with this tokenizer."""
+        raise NotImplementedError(f'objective {self.name!r} has no data transform')
 
     @abc.abstractmethod
     def loss(self, outputs: jax.Array, batch: Batch) -> LossSums:

@@ -1,17 +1,22 @@
 """Next-token language modelling: cross-entropy on the targets where `loss_mask` is set, with
-optional z-loss (PaLM), over packed sequences."""
+optional z-loss (PaLM), over packed sequences.
+
+Its data side: every document, read as `[bos] + tokens + [eos]`, cut into chunks of at most
+seq_len + 1 tokens (jaxlm/data/chunking.py), packed first-fit into rows of seq_len."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm.data.chunking import ChunkSource
 from jaxlm.models.family import Field
-from jaxlm.objectives.base import Batch, LossSums, Objective
+from jaxlm.objectives.base import Batch, DataTransform, LossSums, Objective
 
 DECODER_INPUTS = ('inputs', 'segment_ids', 'positions')
 
@@ -33,6 +38,28 @@ def token_targets(data_cfg: Any) -> dict[str, Field]:
             'loss_mask': Field((data_cfg.seq_len,), np.float32)}
 
 
+def packed_to_batch(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """grain's packing outputs of {'inputs', 'targets'} examples -> the batch fields."""
+    segment_ids = packed['inputs_segment_ids']
+    # inputs and targets of a chunk have equal length, so packing must place them
+    # identically; a mismatch would silently train on misaligned targets.
+    if not (np.array_equal(segment_ids, packed['targets_segment_ids'])
+            and np.array_equal(packed['inputs_positions'], packed['targets_positions'])):
+        raise RuntimeError('packed inputs and targets have different segment layouts')
+    return {
+        'inputs': packed['inputs'].astype(np.int32),
+        'targets': packed['targets'].astype(np.int32),
+        'segment_ids': segment_ids.astype(np.int32),
+        'positions': packed['inputs_positions'].astype(np.int32),
+        'loss_mask': (segment_ids != 0).astype(np.float32),
+    }
+
+
+def chunk_examples(docs: Any, bos_id: int, seq_len: int) -> tuple[ChunkSource, dict]:
+    """A split's chunks and its token count (BOS and EOS included)."""
+    return ChunkSource(docs, bos_id, seq_len), {'tokens': int(docs.lengths.sum() + len(docs))}
+
+
 @dataclasses.dataclass(frozen=True)
 class LanguageModeling(Objective):
     z_loss_weight: float = 0.0
@@ -47,6 +74,12 @@ class LanguageModeling(Objective):
 
     def target_fields(self, data_cfg: Any) -> dict[str, Field]:
         return token_targets(data_cfg)
+
+    def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
+        seq_len = data_cfg.seq_len
+        return DataTransform(
+            examples=functools.partial(chunk_examples, bos_id=tokenizer.bos_id, seq_len=seq_len),
+            lengths={'inputs': seq_len, 'targets': seq_len}, to_batch=packed_to_batch)
 
     def loss(self, outputs: jax.Array, batch: Batch) -> LossSums:
         loss, z_loss, weight = cross_entropy_sums(outputs, batch['targets'], batch['loss_mask'],

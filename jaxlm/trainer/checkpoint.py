@@ -5,42 +5,37 @@ complete), so a crash mid-save leaves the previous checkpoint as the latest one.
 finished, a sha256 manifest of its files is written into it. On restore, a checkpoint that fails
 to read or to match its manifest is damaged: it is reported, set aside and the next older one is
 tried, never silently. A checkpoint that does not fit the config (another model shape) is not
-damaged: that stops the run with a ConfigError and touches nothing.
+damaged: that stops the run with a ConfigError and touches nothing. Reading and writing
+parameters alone, and the manifests, are `jaxlm.checkpoints`, which sampling and evaluation use
+without the trainer.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import grain
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
-from jax.experimental import multihost_utils
 
+from jaxlm.checkpoints import (
+    CheckpointError,
+    shape_mismatches,
+    verify_on_process_0,
+    write_manifest,
+)
 from jaxlm.config import ConfigError
-from jaxlm.errors import UserError
 from jaxlm.trainer import storage
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(UserError, RuntimeError):
-    """No usable checkpoint where one is needed; the message names the directory."""
-
-
-MANIFEST = 'sha256sums.txt'  # in each step directory: `<sha256>  <path>` lines, as sha256sum
 # Fields a resumed run may change: how long, how often, where the data lives, on which devices
 # and with which optimizer hyperparameters. Anything else (model, data, tokenizer, seed,
 # gradient clipping on/off) would make another run; a prefix ending in '.' covers a group.
@@ -52,15 +47,6 @@ RESUMABLE_CHANGES = (
     'optimizer.warmup_steps', 'optimizer.decay_steps', 'optimizer.end_learning_rate_ratio',
     'optimizer.b1', 'optimizer.b2', 'optimizer.eps', 'optimizer.weight_decay',
     'optimizer.grad_accum_steps', 'optimizer.z_loss_weight')
-
-
-class DamagedCheckpointError(RuntimeError):
-    """A step directory whose files are missing or differ from its manifest."""
-
-
-def has_checkpoints(directory: str) -> bool:
-    """Whether `directory` holds any checkpoint step (a folder named by its step number)."""
-    return os.path.isdir(directory) and any(p.isdigit() for p in os.listdir(directory))
 
 
 def check_same_run(saved_config: str, cfg: ml_collections.ConfigDict) -> None:
@@ -110,73 +96,6 @@ def set_aside_run(workdir: str) -> str | None:
     return dst
 
 
-def write_manifest(step_dir: str) -> None:
-    lines = [f'{_sha256(os.path.join(step_dir, p))}  {p}' for p in _files(step_dir)]
-    tmp = os.path.join(step_dir, MANIFEST + '.tmp')
-    with open(tmp, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.rename(tmp, os.path.join(step_dir, MANIFEST))  # never a half-written manifest
-
-
-def verify_manifest(step_dir: str) -> bool:
-    """Raises DamagedCheckpointError when a file is missing or its bytes changed; False when the
-    step has no manifest (saved by an older version, or killed before it was written)."""
-    path = os.path.join(step_dir, MANIFEST)
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        expected = [line.rstrip('\n').split('  ', 1) for line in f if line.strip()]
-    for digest, name in expected:
-        file = os.path.join(step_dir, name)
-        if not os.path.isfile(file):
-            raise DamagedCheckpointError(f'{file} is missing')
-        if _sha256(file) != digest:
-            raise DamagedCheckpointError(f'{file} does not match its sha256 in {path}')
-    return True
-
-
-def _verify_on_process_0(step_dir: str) -> None:
-    """`verify_manifest` read once, not by every process, with the verdict shared by all (they
-    must all restore the same step)."""
-    problem = ''
-    if jax.process_index() == 0:
-        try:
-            if not verify_manifest(step_dir):
-                log.warning('checkpoint %s has no %s: restoring it unverified', step_dir,
-                            MANIFEST)
-        except DamagedCheckpointError as e:
-            problem = str(e)
-    damaged = bool(problem)
-    if jax.process_count() > 1:
-        damaged = bool(multihost_utils.broadcast_one_to_all(np.int32(damaged)))
-    if damaged:
-        raise DamagedCheckpointError(problem or f'{step_dir} failed its check on process 0')
-
-
-def _files(step_dir: str) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(root, name), step_dir)
-                  for root, _, names in os.walk(step_dir) for name in names
-                  if not name.startswith(MANIFEST))
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(functools.partial(f.read, 1 << 24), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _shape_mismatches(saved: Any, target: Any) -> list[str]:
-    """Parameters whose names or shapes differ between a checkpoint's metadata and `target`."""
-    saved_shapes = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(saved).items()}
-    target_shapes = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(target).items()}
-    return [f'params/{"/".join(k)}: checkpoint {saved_shapes.get(k, "absent")}, config '
-            f'{target_shapes.get(k, "absent")}'
-            for k in sorted(saved_shapes.keys() | target_shapes.keys())
-            if saved_shapes.get(k) != target_shapes.get(k)]
-
-
 class Checkpointer:
     def __init__(self, directory: str, *, keep: int, async_save: bool = True) -> None:
         self.directory = os.path.abspath(directory)
@@ -211,7 +130,7 @@ class Checkpointer:
         for step in reversed(self.all_steps()):
             step_dir = os.path.join(self.directory, str(step))
             try:
-                _verify_on_process_0(step_dir)
+                verify_on_process_0(step_dir)
                 self._check_fits(step, target)
                 items = dict(state=ocp.args.StandardRestore(target),
                              meta=ocp.args.JsonRestore())
@@ -220,7 +139,7 @@ class Checkpointer:
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except ConfigError:
                 raise  # the checkpoint is fine, the config is not: leave it where it is
-            except Exception as e:  # noqa: BLE001 (any unreadable checkpoint: try the older one)
+            except Exception as e:
                 msg = f'checkpoint {self.directory}/{step} is unreadable: {type(e).__name__}: {e}'
                 log.error(msg)
                 failures.append(msg)
@@ -238,7 +157,7 @@ class Checkpointer:
     def _check_fits(self, step: int, target: Any) -> None:
         """A ConfigError when the checkpoint's parameter shapes are not the config's (a run
         without config.json, or a field that reshapes parameters): not damage."""
-        differ = _shape_mismatches(self._manager.item_metadata(step)['state']['params'],
+        differ = shape_mismatches(self._manager.item_metadata(step)['state']['params'],
                                    target['params'])
         if differ:
             raise ConfigError(
@@ -273,67 +192,3 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.close()
 
-
-def restore_params(directory: str, abstract_params: Any,
-                   step: int | None = None) -> tuple[int, Any]:
-    """Reads only the parameters of checkpoint `step` (default: the latest), without optimizer
-    state, onto the shardings carried by `abstract_params`: what sampling and evaluation need."""
-    directory = os.path.abspath(directory)
-    manager = ocp.CheckpointManager(
-        directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True))
-    available = manager.all_steps()
-    if not available:
-        raise CheckpointError(f'no checkpoint in {directory}')
-    if step is None:
-        step = max(available)
-    elif step not in available:
-        raise CheckpointError(f'no checkpoint for step {step} in {directory} (have: '
-                              f'{sorted(available)})')
-    target = {'params': abstract_params}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True)))
-    manager.close()
-    return step, restored['state']['params']
-
-
-def split_checkpoint_path(path: str) -> tuple[str, int | None]:
-    """`.../checkpoints` -> (dir, None = latest); `.../checkpoints/1200` -> (dir, 1200)."""
-    path = os.path.normpath(os.path.abspath(path))
-    name = os.path.basename(path)
-    return (os.path.dirname(path), int(name)) if name.isdigit() else (path, None)
-
-
-def save_params(directory: str, step: int,
-                leaves: Iterable[tuple[tuple[str, ...], Any]]) -> None:
-    """A parameters-only checkpoint `directory/step` that `restore_params` and
-    `config.init_params_from` read (e.g. a converted Hugging Face model), written leaf by leaf.
-
-    `leaves` yields (path, array) pairs, e.g. `flax.traverse_util.flatten_dict(params).items()`
-    or a generator streaming from safetensors. Each leaf goes through orbax's partial saving and is
-    released before the next is drawn, so peak host memory is about the largest leaf (a one-shot
-    orbax save of the whole tree holds a second copy of it: 4 GiB of arrays peaked at 11.9 GiB).
-    The checkpoint is staged beside `directory` and moved in only when complete: if `leaves`
-    raises, nothing is left behind."""
-    from orbax.checkpoint.experimental.v1 import partial  # noqa: PLC0415
-
-    directory = os.path.abspath(directory)
-    if os.path.exists(os.path.join(directory, str(step))):
-        raise CheckpointError(f'{directory}/{step} already exists')
-    os.makedirs(os.path.dirname(directory), exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.staging-',
-                             dir=os.path.dirname(directory))
-    try:
-        staged = os.path.join(stage, str(step))
-        for path, value in leaves:
-            tree: dict[str, Any] = {path[-1]: value}
-            for key in reversed(('params',) + tuple(path[:-1])):
-                tree = {key: tree}
-            partial.save(staged, tree)
-            del tree, value
-        partial.finalize(staged)
-        os.makedirs(directory, exist_ok=True)
-        os.rename(staged, os.path.join(directory, str(step)))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

@@ -23,9 +23,10 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxlm import config as config_lib
 from jaxlm import sharding
+from jaxlm.checkpoints import has_checkpoints, restore_params, split_checkpoint_path
+from jaxlm.data import pipeline as data_pipeline
 from jaxlm.data import shards
-from jaxlm.data.grain_pipeline import DataPipeline, build_pipeline
-from jaxlm.data.span_corruption import build_span_corruption_pipeline
+from jaxlm.data.pipeline import DataPipeline
 from jaxlm.data.tokenizers import TOKENIZER_FILE
 from jaxlm.distributed import describe_processes
 from jaxlm.models import registry
@@ -34,14 +35,7 @@ from jaxlm.objectives import registry as objectives
 from jaxlm.objectives.base import Objective
 from jaxlm.trainer import metrics as metrics_lib
 from jaxlm.trainer import storage
-from jaxlm.trainer.checkpoint import (
-    Checkpointer,
-    check_same_run,
-    has_checkpoints,
-    restore_params,
-    set_aside_run,
-    split_checkpoint_path,
-)
+from jaxlm.trainer.checkpoint import Checkpointer, check_same_run, set_aside_run
 from jaxlm.trainer.optim import make_optimizer, make_schedule
 from jaxlm.trainer.preemption import stop_notice
 from jaxlm.trainer.state import (
@@ -66,18 +60,9 @@ def batch_shapes(cfg: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, .
 
 def build_data(cfg: ml_collections.ConfigDict, process_index: int,
                process_count: int) -> DataPipeline:
-    """The configured source and objective; every one yields `batch_shapes(cfg)`."""
-    d = cfg.data
-    if d.source == 'seqio':
-        from jaxlm.data.seqio_tasks import build_seqio_pipeline  # noqa: PLC0415 (TF is slow)
-
-        return build_seqio_pipeline(cfg, process_index=process_index,
-                                    process_count=process_count)
-    if d.objective == 'span_corruption':
-        return build_span_corruption_pipeline(d, seed=cfg.seed, process_index=process_index,
-                                              process_count=process_count)
-    return build_pipeline(d, seed=cfg.seed, process_index=process_index,
-                          process_count=process_count)
+    """The configured source through the configured objective; every one yields
+    `batch_shapes(cfg)`."""
+    return data_pipeline.build_data(cfg, objectives.build(cfg), process_index, process_count)
 
 
 @dataclasses.dataclass

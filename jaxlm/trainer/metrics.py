@@ -1,11 +1,8 @@
-"""FLOPs, MFU and the metric writers (metrics.jsonl, TensorBoard, a console line).
+"""Peak FLOP/s, MFU and the metric writers (metrics.jsonl, TensorBoard, a console line).
 
-FLOPs per trained token (MaxText's definition, with causal attention counted once):
-    6 * N_matmul                      forward + backward of every kernel and the output head
-  + 6 * num_layers * num_heads * head_dim * seq_len
-                                      QK^T and AV: 2 matmuls x 2 FLOPs x S^2 H Dh per layer,
-                                      halved for the causal mask, x3 for forward + backward
-Remat recomputation is not counted (MFU counts model FLOPs, not hardware FLOPs).
+Model FLOPs come from each family's closed form (`flops_per_example`, e.g.
+jaxlm/models/decoder.py:flops_per_token); remat recomputation is not counted (MFU counts model
+FLOPs, not hardware FLOPs).
 """
 
 from __future__ import annotations
@@ -24,9 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm.models.config import ModelConfig
-from jaxlm.models.decoder import matmul_params
-
 log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' data sheets; matched by substring of
@@ -39,11 +33,6 @@ PEAK_FLOPS_PER_CHIP = (
     ('B200', 2250e12), ('H200', 989e12), ('H100 PCIe', 756e12), ('H100', 989e12),
     ('A100', 312e12), ('L4', 121e12), ('A10G', 125e12),
 )
-
-
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    attention = 6 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
-    return 6 * matmul_params(cfg) + attention
 
 
 def measure_cpu_peak_flops(devices: list[jax.Device], dtype: Any = jnp.bfloat16, n: int = 1024,
@@ -105,7 +94,7 @@ class MetricWriter:
         self.path = os.path.join(workdir, 'metrics.jsonl')
         self._tb = None
         if enabled:
-            from tensorboardX import SummaryWriter  # noqa: PLC0415 (only process 0 needs it)
+            from tensorboardX import SummaryWriter
             self._truncate_after(start_step)
             tb_dir = os.path.join(workdir, 'tensorboard')
             _truncate_tensorboard(tb_dir, start_step)
@@ -165,8 +154,8 @@ def _event_records(path: str) -> Iterator[bytes]:
 def _truncate_tensorboard(tb_dir: str, step: int) -> None:
     """Rewrites the event files without the events of steps after `step` (TensorBoard's UI
     would hide them, but tbparse, pandas exports and event iterators would see duplicates)."""
-    from tensorboardX.proto.event_pb2 import Event  # noqa: PLC0415
-    from tensorboardX.record_writer import RecordWriter  # noqa: PLC0415
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import RecordWriter
 
     if not os.path.isdir(tb_dir):
         return

@@ -71,7 +71,7 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
 def check_divisible(model: nn.Module, mesh: Mesh, rules: Rules, seq_len: int) -> None:
     """Every sharded parameter dim must split evenly over its mesh axes (XLA would otherwise fail
     deep inside compilation); the error names the parameter, its logical axis and the rule."""
-    from jaxlm.config import ConfigError  # noqa: PLC0415 (config imports nothing from here)
+    from jaxlm.config import ConfigError
 
     logical = param_lib.logical_specs(model, seq_len)
     shapes = param_lib.shapes(model, seq_len)

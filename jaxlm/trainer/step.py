@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlm.errors import UserError
+from jaxlm.layers.pipeline import split_microbatches
 from jaxlm.objectives.base import LossSums, Objective
 from jaxlm.sharding import constrain
 from jaxlm.trainer.state import State
@@ -27,9 +28,7 @@ log = logging.getLogger(__name__)
 def _split_microbatches(batch: Batch, num_micro: int) -> Batch:
     """[B, L] -> [A, B/A, L] taking rows i::A, so every microbatch spans all data shards."""
     def split(x_BxL: jax.Array) -> jax.Array:
-        b = x_BxL.shape[0]
-        x_AxMxL = x_BxL.reshape(b // num_micro, num_micro, *x_BxL.shape[1:]).swapaxes(0, 1)
-        return constrain(x_AxMxL, (None, 'batch', 'length'))
+        return constrain(split_microbatches(x_BxL, num_micro), (None, 'batch', 'length'))
     return jax.tree.map(split, batch)
 
 

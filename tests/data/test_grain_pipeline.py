@@ -1,4 +1,5 @@
-"""Tests for the packed, resumable grain pipeline."""
+"""Tests for the packed, resumable grain pipeline (jaxlm/data/pipeline.py) on the corpus source
+with the language-modelling objective."""
 
 import gc
 import json
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from jaxlm.data import grain_pipeline
+from jaxlm.data import corpus, documents, pipeline
+from jaxlm.data.chunking import ChunkSource
 from jaxlm.data.tokenizers import ByteTokenizer
+from jaxlm.objectives.lm import LanguageModeling
 
 SEQ_LEN = 32
 KEYS = {"inputs": np.int32, "targets": np.int32, "segment_ids": np.int32,
@@ -28,9 +31,9 @@ def _write_corpus(path, n_docs=120):
     return path
 
 
-def _cfg(corpus, tmp_path, **overrides):
+def _cfg(corpus_file, tmp_path, **overrides):
     cfg = ConfigDict({
-        "corpus": str(corpus), "text_field": "text", "seq_len": SEQ_LEN,
+        "corpus": str(corpus_file), "text_field": "text", "seq_len": SEQ_LEN,
         "global_batch_size": 4, "eval_fraction": 0.1, "num_eval_batches": 3,
         "tokenizer": {"kind": "byte", "vocab_size": 259, "path": ""},
         "data_dir": "", "cache_dir": str(tmp_path / "cache"), "num_workers": 0,
@@ -39,14 +42,18 @@ def _cfg(corpus, tmp_path, **overrides):
     return cfg
 
 
+def _build(data_cfg, **kwargs):
+    return pipeline.build_pipeline(data_cfg, LanguageModeling(), **kwargs)
+
+
 @pytest.fixture
-def corpus(tmp_path):
+def corpus_file(tmp_path):
     return _write_corpus(tmp_path / "corpus.jsonl")
 
 
 def _doc_tokens(cfg):
     """Token strings ',2,...,1,' of the train and eval documents."""
-    train, held, _ = grain_pipeline.load_documents(cfg)
+    train, held, _ = corpus.load_documents(cfg)
     tok = ByteTokenizer()
 
     def as_str(doc):
@@ -89,9 +96,9 @@ def _take(it, n):
     return [next(it) for _ in range(n)]
 
 
-def test_batches_are_well_formed_and_from_single_documents(corpus, tmp_path):
-    cfg = _cfg(corpus, tmp_path)
-    pipe = grain_pipeline.build_pipeline(cfg, seed=0)
+def test_batches_are_well_formed_and_from_single_documents(corpus_file, tmp_path):
+    cfg = _cfg(corpus_file, tmp_path)
+    pipe = _build(cfg, seed=0)
     train_docs, eval_docs = _doc_tokens(cfg)
     train_seen, eval_seen = set(), set()
     for batch in _take(pipe.train_iter, 20):
@@ -116,9 +123,9 @@ def test_batches_are_well_formed_and_from_single_documents(corpus, tmp_path):
     assert stats["eval_tokens"] == sum(len(d.split(",")) - 2 for d in eval_docs)
 
 
-def test_eval_is_identical_across_builds_and_seeds(corpus, tmp_path):
-    a = grain_pipeline.build_pipeline(_cfg(corpus, tmp_path), seed=0)
-    b = grain_pipeline.build_pipeline(_cfg(corpus, tmp_path), seed=123)
+def test_eval_is_identical_across_builds_and_seeds(corpus_file, tmp_path):
+    a = _build(_cfg(corpus_file, tmp_path), seed=0)
+    b = _build(_cfg(corpus_file, tmp_path), seed=123)
     assert len(a.eval_batches) == 3
     for x, y in zip(a.eval_batches, b.eval_batches, strict=True):
         for key in KEYS:
@@ -128,13 +135,13 @@ def test_eval_is_identical_across_builds_and_seeds(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_train_iterator_resumes_exactly(corpus, tmp_path, num_workers):
-    cfg = _cfg(corpus, tmp_path, num_workers=num_workers)
-    first = grain_pipeline.build_pipeline(cfg, seed=7)
+def test_train_iterator_resumes_exactly(corpus_file, tmp_path, num_workers):
+    cfg = _cfg(corpus_file, tmp_path, num_workers=num_workers)
+    first = _build(cfg, seed=7)
     _take(first.train_iter, 5)
     state = json.loads(json.dumps(first.train_iter.get_state()))  # must be JSON-able
     expected = _take(first.train_iter, 6)
-    resumed = grain_pipeline.build_pipeline(cfg, seed=7)
+    resumed = _build(cfg, seed=7)
     resumed.train_iter.set_state(state)
     for want, got in zip(expected, _take(resumed.train_iter, 6), strict=True):
         for key in KEYS:
@@ -143,10 +150,10 @@ def test_train_iterator_resumes_exactly(corpus, tmp_path, num_workers):
     gc.collect()  # shut mp workers down before the next test
 
 
-def test_process_shards_are_disjoint_halves(corpus, tmp_path):
-    cfg = _cfg(corpus, tmp_path)
-    single = grain_pipeline.build_pipeline(cfg, seed=0)
-    shards = [grain_pipeline.build_pipeline(cfg, seed=0, process_index=i, process_count=2)
+def test_process_shards_are_disjoint_halves(corpus_file, tmp_path):
+    cfg = _cfg(corpus_file, tmp_path)
+    single = _build(cfg, seed=0)
+    shards = [_build(cfg, seed=0, process_index=i, process_count=2)
               for i in range(2)]
     seen = []
     for shard in shards:
@@ -163,25 +170,25 @@ def test_process_shards_are_disjoint_halves(corpus, tmp_path):
             np.testing.assert_array_equal(shards[1].eval_batches[i][key], full[key][1::2])
 
 
-def test_at_least_one_eval_document(corpus, tmp_path):
-    pipe = grain_pipeline.build_pipeline(_cfg(corpus, tmp_path, eval_fraction=0.0), seed=0)
+def test_at_least_one_eval_document(corpus_file, tmp_path):
+    pipe = _build(_cfg(corpus_file, tmp_path, eval_fraction=0.0), seed=0)
     assert pipe.stats["eval_documents"] == 1 and len(pipe.eval_batches) == 3
 
 
-def test_config_errors(corpus, tmp_path):
+def test_config_errors(corpus_file, tmp_path):
     with pytest.raises(ValueError, match="global_batch_size"):
-        grain_pipeline.build_pipeline(_cfg(corpus, tmp_path), seed=0, process_count=3)
+        _build(_cfg(corpus_file, tmp_path), seed=0, process_count=3)
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b"{not json\n" + b'{"x": 1}\n' + b"\xff\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl.*'malformed_json': 1.*'missing_field': 1"):
-        grain_pipeline.build_pipeline(_cfg(bad, tmp_path), seed=0)
+        _build(_cfg(bad, tmp_path), seed=0)
 
 
-def test_tokenizer_only_matches_pipeline(corpus, tmp_path):
-    cfg = _cfg(corpus, tmp_path, tokenizer={"kind": "sentencepiece", "vocab_size": 300,
+def test_tokenizer_only_matches_pipeline(corpus_file, tmp_path):
+    cfg = _cfg(corpus_file, tmp_path, tokenizer={"kind": "sentencepiece", "vocab_size": 300,
                                            "path": ""})
-    pipe = grain_pipeline.build_pipeline(cfg, seed=0)
-    tok = grain_pipeline.tokenizer_only(cfg)
+    pipe = _build(cfg, seed=0)
+    tok = documents.tokenizer_only(cfg)
     assert tok.model_path == pipe.tokenizer.model_path
     assert tok.model_path.is_relative_to(tmp_path / "cache")
 
@@ -190,7 +197,7 @@ def test_tiny_shakespeare_sentencepiece(shared_data_dir, tmp_path):
     cfg = _cfg("tiny_shakespeare", tmp_path, data_dir=str(shared_data_dir), seq_len=128,
                global_batch_size=8, eval_fraction=0.05, num_eval_batches=2,
                tokenizer={"kind": "sentencepiece", "vocab_size": 512, "path": ""})
-    pipe = grain_pipeline.build_pipeline(cfg, seed=0)
+    pipe = _build(cfg, seed=0)
     stats = pipe.stats
     assert stats["documents"] == 7222 and sum(stats["skipped"].values()) == 0
     assert 0.03 < stats["eval_documents"] / stats["documents"] < 0.07
@@ -202,7 +209,8 @@ def test_tiny_shakespeare_sentencepiece(shared_data_dir, tmp_path):
 
 
 def test_chunks_cover_every_target_once():
-    source, n_tokens = grain_pipeline._chunk(["abcdefghij", "xy"], ByteTokenizer(), 4)
+    docs = documents.FlatDocuments.encode(["abcdefghij", "xy"], ByteTokenizer())
+    source, n_tokens = ChunkSource(docs, ByteTokenizer().bos_id, 4), int(docs.lengths.sum()) + 2
     tokens = [2, *ByteTokenizer().encode("abcdefghij"), 1]
     chunks = [source[i] for i in range(len(source))]
     assert n_tokens == len(tokens) + 4 and len(chunks) == 4

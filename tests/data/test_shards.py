@@ -3,6 +3,7 @@
 import itertools
 import json
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -11,8 +12,11 @@ from conftest import small_config, train_losses
 from data_pipelines.document import Document
 from data_pipelines.tokenize import train_tokenizer, write_token_shards
 from jaxlm import config as config_lib
-from jaxlm.data import grain_pipeline, shards, sources
+from jaxlm.data import pipeline, shards, sources
+from jaxlm.data.chunking import ChunkSource
+from jaxlm.data.documents import FlatDocuments, tokenizer_only
 from jaxlm.inference.load import load_run
+from jaxlm.objectives.lm import LanguageModeling
 from jaxlm.trainer.loop import train
 
 VOCAB = 384
@@ -52,6 +56,10 @@ def spm_shards_dir(documents, tmp_path_factory):
     return build_shards('sentencepiece', documents, tmp_path_factory.mktemp('spm'))
 
 
+def _build(data_cfg, **kwargs):
+    return pipeline.build_pipeline(data_cfg, LanguageModeling(), **kwargs)
+
+
 def shards_config(data_dir, shards_dir, **mesh):
     cfg = small_config(data_dir, **mesh)
     cfg.data.update(source='shards', shards_dir=shards_dir, corpus='')
@@ -71,12 +79,14 @@ def test_curated_shards_experiment_reads_the_shards_vocabulary(spm_shards_dir):
 def test_chunks_are_the_corpus_pipelines_chunks_of_the_shard_documents(shards_dir):
     """Train and eval chunks together are exactly what the corpus path cuts from the same
     documents, and stitched back together they decode to the documents."""
-    tok, train_src, eval_src, stats = shards.load_sources(shards_dir, SEQ_LEN, 0.05)
+    split = shards.open_shards(shards_dir, 0.05)
+    tok, stats = split.tokenizer, split.stats
+    train_src, eval_src = (ChunkSource(d, tok.bos_id, SEQ_LEN) for d in (split.train, split.eval))
     index = shards.read_index(shards_dir)
-    records = [shards.decode_record(r) for r in grain_pipeline.grain.sources.ArrayRecordDataSource(
+    records = [shards.decode_record(r) for r in grain.sources.ArrayRecordDataSource(
         [f'{shards_dir}/{s["file"]}' for s in index['shards']])]
     texts = [tok.decode(r[:-1].tolist()) for r in records]
-    ref, _ = grain_pipeline._chunk(texts, tok, SEQ_LEN)
+    ref = ChunkSource(FlatDocuments.encode(texts, tok), tok.bos_id, SEQ_LEN)
 
     def chunks(src):
         return [tuple(src[i]['inputs'].tolist()) + (int(src[i]['targets'][-1]),)
@@ -89,7 +99,7 @@ def test_chunks_are_the_corpus_pipelines_chunks_of_the_shard_documents(shards_di
     for src in (train_src, eval_src):
         for i in range(len(src)):
             chunk = src[i]
-            by_record.setdefault(int(src.records[i]), []).append(
+            by_record.setdefault(int(src.docs.records[src.doc[i]]), []).append(
                 (int(src.begins[i]), chunk['inputs'].tolist() + [int(chunk['targets'][-1])]))
     decoded = {}
     for record, parts in by_record.items():
@@ -101,7 +111,7 @@ def test_chunks_are_the_corpus_pipelines_chunks_of_the_shard_documents(shards_di
 
 def test_pipeline_batches_resume_and_shard_across_processes(spm_shards_dir, shared_data_dir):
     data_cfg = shards_config(shared_data_dir, spm_shards_dir).data
-    pipe = grain_pipeline.build_pipeline(data_cfg, seed=0)
+    pipe = _build(data_cfg, seed=0)
     first = [next(pipe.train_iter) for _ in range(2)]
     assert {k: (v.shape, v.dtype) for k, v in first[0].items()} == {
         k: ((16, SEQ_LEN), np.dtype(t)) for k, t in (
@@ -109,12 +119,12 @@ def test_pipeline_batches_resume_and_shard_across_processes(spm_shards_dir, shar
             ('positions', 'int32'), ('loss_mask', 'float32'))}
     state = pipe.train_iter.get_state()
     expected = [next(pipe.train_iter) for _ in range(2)]
-    resumed = grain_pipeline.build_pipeline(data_cfg, seed=0).train_iter
+    resumed = _build(data_cfg, seed=0).train_iter
     resumed.set_state(state)
     for want in expected:
         got = next(resumed)
         assert all(np.array_equal(got[k], want[k]) for k in want)
-    halves = [grain_pipeline.build_pipeline(data_cfg, seed=0, process_index=p, process_count=2)
+    halves = [_build(data_cfg, seed=0, process_index=p, process_count=2)
               for p in range(2)]
     rows = [next(h.train_iter)['inputs'] for h in halves]
     assert rows[0].shape == (8, SEQ_LEN) and not np.array_equal(rows[0], rows[1])
@@ -128,11 +138,11 @@ def test_worker_processes_read_the_shards_and_resume_exactly(spm_shards_dir, sha
     """The chunk source pickles to grain's worker processes, which reopen the ArrayRecord files."""
     data_cfg = shards_config(shared_data_dir, spm_shards_dir).data
     data_cfg.num_workers = 2
-    it = grain_pipeline.build_pipeline(data_cfg, seed=0).train_iter
+    it = _build(data_cfg, seed=0).train_iter
     next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(2)]
-    resumed = grain_pipeline.build_pipeline(data_cfg, seed=0).train_iter
+    resumed = _build(data_cfg, seed=0).train_iter
     resumed.set_state(state)
     for want in expected:
         got = next(resumed)
@@ -153,7 +163,7 @@ def test_trains_from_shards_and_the_run_carries_their_tokenizer(shards_dir, shar
     run_tok, shard_tok = load_run(str(tmp_path)).tokenizer, shards.load_tokenizer(shards_dir)
     text = 'KING RICHARD III: Now is the winter of our discontent, 1592.'
     assert run_tok.encode(text) == shard_tok.encode(text)
-    assert grain_pipeline.tokenizer_only(cfg.data).encode(text) == shard_tok.encode(text)
+    assert tokenizer_only(cfg.data).encode(text) == shard_tok.encode(text)
 
 
 def test_bad_shards_config_is_named(shared_data_dir, tmp_path):
@@ -165,4 +175,4 @@ def test_bad_shards_config_is_named(shared_data_dir, tmp_path):
     with pytest.raises(config_lib.ConfigError, match='data.source'):
         config_lib.validate(cfg, 1)
     with pytest.raises(FileNotFoundError, match='has no index.json'):
-        shards.load_sources(str(tmp_path), SEQ_LEN, 0.05)
+        shards.open_shards(str(tmp_path), 0.05)

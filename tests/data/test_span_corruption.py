@@ -5,14 +5,19 @@ import numpy as np
 import pytest
 from conftest import small_config
 
+from jaxlm.data.pipeline import build_pipeline
 from jaxlm.data.span_corruption import (
-    build_span_corruption_pipeline,
     corrupt_spans,
     random_spans_helper,
     random_spans_noise_mask,
 )
+from jaxlm.objectives.span_corruption import SpanCorruption
 
 VOCAB = 1000
+
+
+def build_span_corruption_pipeline(data_cfg, **kwargs):
+    return build_pipeline(data_cfg, SpanCorruption(), **kwargs)
 
 
 def test_random_spans_helper_matches_t5():

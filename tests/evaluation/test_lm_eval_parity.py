@@ -21,11 +21,11 @@ os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
 lm_eval = pytest.importorskip(
     'lm_eval', reason='lm-evaluation-harness is not installed (pip install -e ".[eval]")')

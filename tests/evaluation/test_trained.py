@@ -16,12 +16,12 @@ import pytest
 from conftest import small_config
 
 import jaxlm.eval
+from jaxlm.checkpoints import CheckpointError, save_params
 from jaxlm.evaluation.lm import JaxLM
 from jaxlm.evaluation.multiple_choice import MultipleChoiceTask
 from jaxlm.evaluation.registry import get_task, register
 from jaxlm.evaluation.task import Task, TaskResult
 from jaxlm.inference.load import load_run
-from jaxlm.trainer.checkpoint import CheckpointError, save_params
 from jaxlm.trainer.loop import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,7 +11,7 @@ import pytest
 from jaxlm.inference import decode
 from jaxlm.inference.decode import generate, generate_with_logits, top_p_filter
 from jaxlm.models.config import ModelConfig
-from jaxlm.models.decoder import Transformer, init_cache
+from jaxlm.models.decoder import CachedTransformer, Transformer, init_cache
 
 PROMPTS = [[1, 5, 7], [2, 9, 11, 13, 4, 6, 8, 3, 2, 10], [7], [4, 4, 12, 30, 2]]
 NEW = 7
@@ -75,11 +75,11 @@ def test_right_padded_prefill_through_the_model_api():
     for i, p in enumerate(prompts):
         buf[i, :len(p)] = p
         pos[i, :len(p)] = np.arange(len(p))
-    logits, cache = model.apply({'params': params}, jnp.asarray(buf), positions_BxL=pos,
-                                cache=init_cache(model.cfg, 2, 16))
+    decoder = CachedTransformer(model.cfg)
+    cache = init_cache(model.cfg, 2, 16)
+    logits, cache = decoder.apply({'params': params}, jnp.asarray(buf), cache, pos)
     nxt = np.array([[17], [23]], np.int32)  # one decode step at each row's next position
-    step, _ = model.apply({'params': params}, jnp.asarray(nxt),
-                          positions_BxL=np.array([[6], [2]]), cache=cache)
+    step, _ = decoder.apply({'params': params}, jnp.asarray(nxt), cache, np.array([[6], [2]]))
     for i, p in enumerate(prompts):
         full = model.apply({'params': params}, jnp.asarray([p + [int(nxt[i, 0])]]))[0]
         np.testing.assert_allclose(logits[i, :len(p)], full[:len(p)], atol=TOL, rtol=0)
@@ -103,7 +103,9 @@ def test_sampling_is_seeded_cache_and_no_cache():
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = np.array([[0.05, 0.5, 0.15, 0.3], [0.25, 0.25, 0.25, 0.25]], np.float32)
     logits = jnp.log(jnp.asarray(probs))
-    kept = lambda p: np.isfinite(np.asarray(top_p_filter(logits, p)))  # noqa: E731
+    def kept(p):
+        return np.isfinite(np.asarray(top_p_filter(logits, p)))
+
     # 0.5 < 0.75 <= 0.5 + 0.3: the two most likely tokens.
     assert kept(0.75)[0].tolist() == [False, True, False, True]
     # 0.8 < 0.85 <= 0.95: three tokens.

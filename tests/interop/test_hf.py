@@ -10,19 +10,15 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 tokenizers = pytest.importorskip('tokenizers')
 torch.set_num_threads(1)
 
-from jaxlm.config import default_config  # noqa: E402
 from jaxlm.interop import hf as hf_lib  # noqa: E402
-
-HAS_ROPE_SCALING = 'rope_scaling' in default_config().model
-HAS_SLIDING_WINDOW = 'sliding_window' in default_config().model
 
 TEXTS = ['To be, or not to be, that is the question.',
          'The quick brown fox jumps over the lazy dog.',
@@ -82,13 +78,7 @@ def _hf_model(family: str, vocab: int):
     return cls(cfg).eval()
 
 
-FAMILIES = [
-    'gpt2', 'llama',
-    pytest.param('llama3', marks=pytest.mark.skipif(
-        not HAS_ROPE_SCALING, reason='model.rope_scaling not in jaxlm config yet')),
-    pytest.param('mistral', marks=pytest.mark.skipif(
-        not HAS_SLIDING_WINDOW, reason='model.sliding_window not in jaxlm config yet')),
-]
+FAMILIES = ['gpt2', 'llama', 'llama3', 'mistral']
 
 
 @pytest.fixture(scope='module', params=FAMILIES)
@@ -126,7 +116,7 @@ def test_round_trip_bit_identical(converted, tmp_path):
     with safe_open(os.path.join(hf_dir, 'model.safetensors'), framework='numpy') as a, \
             safe_open(os.path.join(out, 'model.safetensors'), framework='numpy') as b:
         assert set(a.keys()) == set(b.keys())
-        for name in a.keys():  # noqa: SIM118
+        for name in a.keys():
             x, y = a.get_tensor(name), b.get_tensor(name)
             assert x.dtype == y.dtype and x.shape == y.shape, name
             assert x.tobytes() == y.tobytes(), name
@@ -150,7 +140,7 @@ def test_bf16_round_trip(converted, tmp_path):
 
     with safe_open(os.path.join(src, 'model.safetensors'), framework='numpy') as a, \
             safe_open(os.path.join(out, 'model.safetensors'), framework='numpy') as b:
-        for name in a.keys():  # noqa: SIM118
+        for name in a.keys():
             assert b.get_tensor(name).dtype == a.get_tensor(name).dtype, name
             assert b.get_tensor(name).tobytes() == a.get_tensor(name).tobytes(), name
 

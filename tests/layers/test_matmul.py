@@ -17,8 +17,12 @@ def test_value_and_gradients_match_float32_einsum(spec, sa, sb):
     a = jax.random.normal(jax.random.PRNGKey(0), sa)
     b = jax.random.normal(jax.random.PRNGKey(1), sb)
     w = jax.random.normal(jax.random.PRNGKey(2), jnp.einsum(spec, a, b).shape)
-    ref = lambda a, b: jnp.sum(jnp.einsum(spec, a, b) * w)  # noqa: E731
-    ours = lambda a, b: jnp.sum(einsum_f32(spec, a, b, jnp.float32) * w)  # noqa: E731
+    def ref(a, b):
+        return jnp.sum(jnp.einsum(spec, a, b) * w)
+
+    def ours(a, b):
+        return jnp.sum(einsum_f32(spec, a, b, jnp.float32) * w)
+
     np.testing.assert_allclose(ours(a, b), ref(a, b), rtol=1e-5)
     for g_ours, g_ref in zip(jax.grad(ours, (0, 1))(a, b), jax.grad(ref, (0, 1))(a, b),
                              strict=True):

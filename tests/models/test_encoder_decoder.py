@@ -27,7 +27,9 @@ def params():
 
 
 def _logits(params, enc, dec, enc_seg=None, dec_seg=None, enc_pos=None, dec_pos=None):
-    as_array = lambda x: None if x is None else jnp.asarray(x)  # noqa: E731
+    def as_array(x):
+        return None if x is None else jnp.asarray(x)
+
     return np.asarray(_APPLY({'params': params}, jnp.asarray(enc), jnp.asarray(dec),
                              as_array(enc_seg), as_array(dec_seg), as_array(enc_pos),
                              as_array(dec_pos)))

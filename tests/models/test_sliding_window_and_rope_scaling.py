@@ -13,7 +13,8 @@ import pytest
 
 from jaxlm.config import ConfigError, default_config, validate
 from jaxlm.inference.decode import generate_with_logits
-from jaxlm.layers.attention import attention_mask, cached_attention_mask
+from jaxlm.layers.attention import attention_mask
+from jaxlm.layers.cache import CacheView
 from jaxlm.layers.positions import RopeScaling, rope, rope_inv_freq
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.decoder import Transformer
@@ -44,7 +45,8 @@ def test_masks_match_the_mistral_window():
     np.testing.assert_array_equal(got, expected & same)
     # Cache: by stored positions; empty slots (-1) stay hidden.
     keys = jnp.array([[-1, 0, 1, 2, 3, 4, 5]])
-    got = np.asarray(cached_attention_mask(jnp.array([[5]]), keys, w))[0, 0, 0, 0]
+    view = CacheView(jnp.zeros((), jnp.int32), jnp.array([[5]]), keys)
+    got = np.asarray(view.mask(w))[0, 0, 0, 0]
     np.testing.assert_array_equal(got, [False, False, False, False, True, True, True])
     np.testing.assert_array_equal(np.asarray(attention_mask(seg, 0)),
                                   np.asarray(attention_mask(seg)))
@@ -161,7 +163,7 @@ def test_llama3_inv_freq_matches_hand_reference():
 def test_inv_freq_matches_transformers(scaling):
     torch = pytest.importorskip('torch')
     rope_utils = pytest.importorskip('transformers.modeling_rope_utils')
-    from transformers import LlamaConfig  # noqa: PLC0415
+    from transformers import LlamaConfig
 
     d, theta = 64, 500000.0
     params = {'rope_type': scaling.kind, 'rope_theta': theta, 'factor': scaling.factor}
@@ -210,6 +212,6 @@ def test_config_fields_defaults_and_validation():
 
 
 def test_llama_1b_experiment_sets_llama32_scaling():
-    import importlib  # noqa: PLC0415
+    import importlib
     cfg = importlib.import_module('experiments.llama_1b').get_config()
     assert ModelConfig.from_config(cfg.model).rope_scaling == LLAMA32

@@ -1,6 +1,7 @@
 """Defining properties of the decoder: causality, packed-document isolation, GQA, RoPE, dtypes."""
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -121,9 +122,11 @@ def test_remat_changes_memory_not_math(policy):
     model, params, tokens = _init(BASE)
     remat = Transformer(dataclasses.replace(BASE, remat_policy=policy))
     model = model.module
-    loss = lambda m: lambda p: jnp.mean(m.apply({'params': p}, tokens) ** 2)  # noqa: E731
-    g_ref = jax.jit(jax.grad(loss(model)))(params)
-    g = jax.jit(jax.grad(loss(remat)))(params)
+    def loss(m, p):
+        return jnp.mean(m.apply({'params': p}, tokens) ** 2)
+
+    g_ref = jax.jit(jax.grad(functools.partial(loss, model)))(params)
+    g = jax.jit(jax.grad(functools.partial(loss, remat)))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g_ref, g)
 
 

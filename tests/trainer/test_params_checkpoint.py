@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlm.trainer.checkpoint import CheckpointError, restore_params, save_params
+from jaxlm.checkpoints import CheckpointError, restore_params, save_params
 
 
 def _tree() -> dict:

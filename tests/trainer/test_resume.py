@@ -97,7 +97,7 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, stopped_at_n, share
 
 def test_checkpoint_directory_with_no_readable_step_is_an_error(stopped_at_n, shared_data_dir,
                                                                   tmp_path):
-    from jaxlm.trainer.checkpoint import CheckpointError
+    from jaxlm.checkpoints import CheckpointError
 
     workdir = tmp_path / 'run'
     shutil.copytree(stopped_at_n, workdir)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import read_metrics, small_config, train_command, train_losses
 
+from jaxlm.checkpoints import restore_params
 from jaxlm.config import ConfigError
-from jaxlm.trainer.checkpoint import restore_params
 from jaxlm.trainer.loop import train
 from jaxlm.trainer.step import NonFiniteError
 

@@ -19,7 +19,7 @@ import os
 import re
 from typing import Any
 
-from jaxlm.data import grain_pipeline, sources
+from jaxlm.data import corpus, sources
 from jaxlm.evaluation import data
 from jaxlm.evaluation.registry import register
 from jaxlm.evaluation.task import Task, TaskResult, take
@@ -44,7 +44,7 @@ class Perplexity(Task):
 
     def documents(self, data_dir: str | os.PathLike | None) -> list[str]:
         if self.data_cfg is not None:
-            return grain_pipeline.load_documents(self.data_cfg)[1]  # the split training held out
+            return corpus.load_documents(self.data_cfg)[1]  # the split training held out
         root = data_dir or os.environ.get(data.DATA_DIR_ENV)
         paths = sources.resolve_corpus(self.text, str(root) if root else None)
         return list(sources.read_documents(paths))
