@@ -12,13 +12,14 @@ import flax.linen as nn
 
 from jaxlm.errors import ConfigError
 from jaxlm.layers.pipeline import PipelineSchedule
-from jaxlm.models import decoder, encoder_decoder
+from jaxlm.models import classifier, decoder, encoder_decoder
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.family import ModelFamily
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     decoder.FAMILY,
     encoder_decoder.FAMILY,
+    classifier.FAMILY,
 )}
 
 
