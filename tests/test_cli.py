@@ -18,12 +18,16 @@ def _run(args, timeout=300, **env):
                           timeout=timeout, env={**os.environ, **env})
 
 
-def test_core_never_imports_tensorflow():
-    code = ('import sys, jaxlm.train, jaxlm.trainer.loop, jaxlm.inference.decode; '
-            'bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "seqio", "torch")];'
-            ' assert not bad, bad')
+def _assert_runs(code: str) -> None:
+    """`code` exits 0 in a fresh interpreter (whose sys.modules are only what it imports)."""
     out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_core_never_imports_tensorflow():
+    _assert_runs('import sys, jaxlm.train, jaxlm.trainer.loop, jaxlm.inference.decode; '
+                 'bad = [m for m in sys.modules if m.split(".")[0] in '
+                 '("tensorflow", "seqio", "torch")]; assert not bad, bad')
 
 
 _ABOVE_TRAINER = ('inference', 'evaluation', 'interop')  # packages that must not use the trainer
@@ -42,8 +46,7 @@ def test_inference_evaluation_interop_never_import_trainer():
         bad = [m for m in sys.modules if m.startswith('jaxlm.trainer')]
         assert not bad, bad
     ''')
-    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    _assert_runs(code)
     # Imports inside functions (run only when called) are found in the source instead.
     lazy = [f'{path}:{node.lineno}'
             for name in _ABOVE_TRAINER
@@ -63,11 +66,9 @@ def _imported(node: ast.AST) -> list[str]:
 
 
 def test_sampling_never_imports_grain_or_optax():
-    code = ('import sys, jaxlm.sample, jaxlm.inference.decode, jaxlm.inference.load; '
-            'bad = {m.split(".")[0] for m in sys.modules} & {"grain", "optax"}; '
-            'assert not bad, bad')
-    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    _assert_runs('import sys, jaxlm.sample, jaxlm.inference.decode, jaxlm.inference.load; '
+                 'bad = {m.split(".")[0] for m in sys.modules} & {"grain", "optax"}; '
+                 'assert not bad, bad')
 
 
 def test_train_writes_run_directory_then_sample(shared_data_dir, tmp_path):
