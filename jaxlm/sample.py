@@ -29,8 +29,10 @@ def main(argv: list[str]) -> None:
     for name in ('absl', 'jax._src.xla_bridge'):  # orbax warns that a read-only manager is one
         logging.getLogger(name).setLevel(logging.ERROR)
     from jaxlm.inference.decode import generate
-    from jaxlm.inference.load import load_run
+    from jaxlm.inference.load import load_run, read_run_config
+    from jaxlm.models import registry
 
+    registry.causal_lm(read_run_config(_WORKDIR.value).model)  # before reading any checkpoint
     run = load_run(_WORKDIR.value, _CHECKPOINT.value)
     model, params, tokenizer, step = run.model, run.params, run.tokenizer, run.step
     prompts = [[tokenizer.bos_id] + tokenizer.encode(p) for p in _PROMPT.value]

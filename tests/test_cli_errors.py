@@ -46,6 +46,21 @@ def test_bad_input_is_one_readable_line(args, names, tmp_path):
     assert not (tmp_path / 'w').exists()  # nothing written on the way out
 
 
+@pytest.mark.parametrize('command', [['jaxlm.sample', '--prompt=ROMEO:'],
+                                     ['jaxlm.eval', '--tasks=perplexity']])
+def test_encoder_decoder_run_is_refused_by_sampling_and_lm_scoring(command, tmp_path):
+    """A T5 run (the old-checkpoint fixture) must not be scored as a causal LM, which would
+    feed its tokens to the encoder and report a number."""
+    import shutil
+
+    workdir = tmp_path / 'run'
+    shutil.copytree(os.path.join(REPO, 'tests', 'fixtures', 'main_checkpoints',
+                                 'encoder_decoder'), workdir)
+    out = _run([*command, f'--workdir={workdir}'])
+    _assert_readable(out, command[0], "'encoder_decoder'", "'decoder'")
+    assert not (workdir / 'eval').exists()
+
+
 def test_convert_bad_input_is_one_readable_line(tmp_path):
     out = _run(['jaxlm.convert', '--from-hf', str(tmp_path / 'no_such_hf'),
                 '--workdir', str(tmp_path / 'w')])

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxlm.data.tokenizers import Tokenizer
 from jaxlm.inference.decode import bucket_length, generate
+from jaxlm.models import registry
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
 DEFAULT_MAX_GEN_TOKS = 256  # the harness's HFLM default when a request sets no max_gen_toks
@@ -61,6 +62,7 @@ class JaxLM:
         """`add_bos`: condition every request on the tokenizer's BOS, as jaxlm trains. False
         scores as lm-evaluation-harness's HFLM does by default (e.g. for converted GPT-2): no
         prefix, except the EOS token before an empty context."""
+        registry.causal_lm(model.cfg)  # scores are next-token log-likelihoods of the tokens
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.add_bos = add_bos
         self.batch_size = batch_size
@@ -71,8 +73,9 @@ class JaxLM:
     def from_workdir(cls, workdir: str, checkpoint: str | None = None, *,
                      dtype: str | None = None, **kwargs: Any) -> JaxLM:
         """`dtype` overrides the run's compute dtype (e.g. 'float32' for harness parity)."""
-        from jaxlm.inference.load import load_run
+        from jaxlm.inference.load import load_run, read_run_config
 
+        registry.causal_lm(read_run_config(workdir).model)  # before reading any checkpoint
         run = load_run(workdir, checkpoint, dtype=dtype)
         lm = cls(run.model, run.params, run.tokenizer, **kwargs)
         lm.step, lm.config = run.step, run.config

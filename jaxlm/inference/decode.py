@@ -86,6 +86,7 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
 
 
 def _check(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> np.ndarray:
+    registry.causal_lm(model.cfg)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise SamplingError('every prompt needs at least one token (e.g. BOS)')
     if max_new_tokens < 1:
@@ -139,7 +140,7 @@ def _cached_decoder(model: nn.Module, temperature: float, top_k: int, top_p: flo
     per (batch, prompt bucket) shape."""
     del mesh, rules  # only part of the cache key
     cfg = model.cfg
-    decoder = registry.family(cfg).decoder(model)
+    decoder = registry.causal_lm(cfg).decoder(model)
 
     @jax.jit
     def run(params: Any, tokens_BxP: jax.Array, lengths_B: jax.Array, key: jax.Array,

@@ -76,7 +76,8 @@ class ModelFamily(abc.ABC):
 
     def decoder(self, model: nn.Module) -> nn.Module:
         """The module with the same parameters that decodes over a KV cache."""
-        raise NotImplementedError(f'model family {self.name!r} has no cached decoding')
+        raise NotImplementedError(f'model family {self.name!r} has no cached decoding '
+                                  '(registry.causal_lm refuses it first)')
 
     def hf_specs(self, m: dict[str, Any]) -> list[hfs.Spec]:
         """The Hugging Face tensors of a model with `model` fields `m`, each mapped onto its

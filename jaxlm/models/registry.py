@@ -37,6 +37,18 @@ def family(model_cfg: Any) -> ModelFamily:
     return get(name)
 
 
+def causal_lm(model_cfg: Any) -> ModelFamily:
+    """The family, if it generates and scores text left to right (jaxlm.sample, jaxlm.eval);
+    ConfigError naming the architecture otherwise."""
+    found = family(model_cfg)
+    if not found.decodes:
+        able = [name for name, f in FAMILIES.items() if f.decodes]
+        raise ConfigError(
+            f'`model.architecture` = {found.name!r} cannot generate or score text yet: sampling '
+            f'and language-model evaluation need one of {able}')
+    return found
+
+
 def build_model(cfg: Any, mesh_shape: dict[str, int] | None = None) -> nn.Module:
     """The run config's model; its layer stacks are pipelined over the `stage` axis of
     `mesh_shape` (training) when it is > 1. Without `mesh_shape`: the layers run in sequence
