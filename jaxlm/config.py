@@ -299,6 +299,7 @@ def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
     if d.objective == 'span_corruption' and d.source == 'shards':
         raise ConfigError("`data.objective` = 'span_corruption' reads raw text (`data.source` = "
                           "'corpus' or 'seqio'); token shards are for 'lm'")
+    objectives.build(cfg).validate(d)  # last: it relies on the data fields checked above
 
 
 def _check_pipeline(cfg: ml_collections.ConfigDict, stages: int, rows_per_shard: int) -> None:

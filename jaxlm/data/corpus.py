@@ -43,7 +43,7 @@ def load_documents(data_cfg: Any) -> tuple[list[str], list[str], dict]:
     docs = list(sources.read_documents(paths, data_cfg.text_field, read_stats))
     skipped = {reason: read_stats[reason] for reason in _SKIP_REASONS}
     if len(docs) < 2:
-        raise ValueError(
+        raise sources.DataError(
             f'corpus {data_cfg.corpus!r} has {len(docs)} usable document(s) after '
             f'filtering ({len(paths)} file(s); skipped: {skipped}; '
             f"first problems: {read_stats['examples']}); need at least 2 for a "

@@ -21,6 +21,8 @@ import numpy as np
 from absl import flags
 
 from jaxlm.data import documents, tokenizers
+from jaxlm.data.sources import DataError
+from jaxlm.errors import ConfigError
 from jaxlm.objectives.base import DataTransform, Objective
 
 
@@ -43,7 +45,7 @@ def local_batch_size(data_cfg: Any, process_index: int, process_count: int) -> i
     if not 0 <= process_index < process_count:
         raise ValueError(f'process_index {process_index} not in [0, {process_count})')
     if global_batch <= 0 or global_batch % process_count:
-        raise ValueError(
+        raise ConfigError(
             f'data.global_batch_size {global_batch} must be a positive multiple of '
             f'the process count {process_count}'
         )
@@ -59,7 +61,7 @@ def data_shards(data_cfg: Any, process_index: int, process_count: int) -> tuple[
     global_batch = data_cfg.global_batch_size
     num_shards = data_cfg.get('num_shards', 0) or process_count
     if num_shards % process_count or global_batch % num_shards:
-        raise ValueError(
+        raise ConfigError(
             f'data.num_shards {num_shards} must be a multiple of the process count '
             f'{process_count} and divide data.global_batch_size {global_batch}'
         )
@@ -165,7 +167,7 @@ def build_pipeline(data_cfg: Any, objective: Objective, *, seed: int, process_in
         stats.update({f'{name}_{k}': v for k, v in split_stats.items()})
         stats[f'{name}_chunks'] = len(sources[name])
     if len(sources['train']) < num_shards or not len(sources['eval']):
-        raise ValueError(f'too few chunks for {num_shards} data shard(s): {stats}')
+        raise DataError(f'too few chunks for {num_shards} data shard(s): {stats}')
 
     global_batch = data_cfg.global_batch_size
     train = train_stream(sources['train'], transform, seed=seed, num_shards=num_shards,

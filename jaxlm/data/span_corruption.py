@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxlm.errors import ConfigError
+
 
 def random_spans_helper(inputs_length: int, noise_density: float,
                         mean_noise_span_length: float) -> tuple[int, int]:
@@ -119,5 +121,5 @@ def check_sentinels(raw_len: int, noise_density: float, mean_noise_span_length: 
     """Every noise span needs its own sentinel among the `extra_ids` top ids."""
     spans = int(round(round(raw_len * noise_density) / mean_noise_span_length))
     if spans > extra_ids:
-        raise ValueError(f'data.extra_ids ({extra_ids}) is fewer than the {spans} noise spans '
-                         f'of a {raw_len}-token chunk: raise it')
+        raise ConfigError(f'data.extra_ids ({extra_ids}) is fewer than the {spans} noise spans '
+                          f'of a {raw_len}-token chunk: raise it')

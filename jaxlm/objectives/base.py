@@ -74,6 +74,11 @@ class Objective(abc.ABC):
     def target_fields(self, data_cfg: Any) -> dict[str, Field]:
         """The fields its loss reads beyond the model's inputs."""
 
+    def validate(self, data_cfg: Any) -> None:
+        """Raises ConfigError when the data config cannot make its batches (run before any
+        workdir is touched)."""
+        del data_cfg
+
     def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
         """How its batches are made from a source's documents with this tokenizer."""
         raise NotImplementedError(f'objective {self.name!r} has no data transform')

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from jaxlm.data import span_corruption as t5_noise
+from jaxlm.errors import ConfigError
 from jaxlm.objectives.base import DataTransform
 from jaxlm.objectives.lm import DECODER_INPUTS, LanguageModeling, packed_to_batch
 
@@ -41,15 +42,24 @@ class SpanCorruption(LanguageModeling):
     def model_inputs(self) -> tuple[str, ...]:
         return DECODER_INPUTS + ENCODER_INPUTS
 
-    def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
+    def validate(self, data_cfg: Any) -> None:
+        self._lengths(data_cfg)
+
+    def _lengths(self, data_cfg: Any) -> tuple[int, int]:
+        """(raw tokens per chunk, targets tokens), checked against the config."""
         density, mean_span = data_cfg.noise_density, data_cfg.mean_noise_span_length
         raw_len, targets_len = t5_noise.random_spans_helper(data_cfg.inputs_len, density,
                                                             mean_span)
         if targets_len > data_cfg.seq_len:
-            raise ValueError(
+            raise ConfigError(
                 f'data.seq_len ({data_cfg.seq_len}) is shorter than the span-corruption targets '
                 f'({targets_len} tokens for data.inputs_len = {data_cfg.inputs_len}); raise it')
         t5_noise.check_sentinels(raw_len, density, mean_span, data_cfg.extra_ids)
+        return raw_len, targets_len
+
+    def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
+        density, mean_span = data_cfg.noise_density, data_cfg.mean_noise_span_length
+        raw_len, targets_len = self._lengths(data_cfg)
         noise = functools.partial(t5_noise.span_corrupt, noise_density=density,
                                   mean_noise_span_length=mean_span,
                                   vocab_size=tokenizer.vocab_size + data_cfg.extra_ids,
