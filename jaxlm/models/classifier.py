@@ -9,6 +9,7 @@ segment id 0.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -44,12 +45,12 @@ class DecoderClassifierFamily(ModelFamily):
         return jnp.take_along_axis(logits_BxLxC, last_B[:, None, None], axis=1)[:, 0]
 
     def count_params(self, cfg: ModelConfig) -> int:
-        return decoder.count_params(cfg.replace(tie_embeddings=True)) + cfg.d_model * \
-            cfg.num_classes
+        without_lm_head = dataclasses.replace(cfg, tie_embeddings=True)
+        return decoder.count_params(without_lm_head) + cfg.d_model * cfg.num_classes
 
     def flops_per_example(self, cfg: ModelConfig, data_cfg: Any) -> float:
-        return decoder.FAMILY.flops_per_example(cfg.replace(vocab_size=cfg.num_classes),
-                                                data_cfg)
+        head_as_vocab = dataclasses.replace(cfg, vocab_size=cfg.num_classes)
+        return decoder.FAMILY.flops_per_example(head_as_vocab, data_cfg)
 
 
 FAMILY = DecoderClassifierFamily()

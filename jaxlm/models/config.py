@@ -97,9 +97,6 @@ class ModelConfig:
                 k: type(getattr(default, k))(v) for k, v in given.items()})
         return cls(**kwargs)
 
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
 
 def default_model_config() -> ml_collections.ConfigDict:
     """`ModelConfig()`'s fields as the ConfigDict a run config holds (nested for RoPE
