@@ -20,7 +20,7 @@ $(VENV)/.core: $(PY) setup.cfg pyproject.toml requirements/constraints.txt
 	touch $@
 
 $(VENV)/.all: $(PY) setup.cfg pyproject.toml requirements/constraints.txt
-	$(PIP) -e '.[dev,seqio,bench,eval,curate,ray,curate-test]'
+	$(PIP) -e '.[dev,seqio,bench,eval,curate,ray,curate-test,posttrain-test,rl]'
 	touch $@ $(VENV)/.core
 
 install: $(VENV)/.core

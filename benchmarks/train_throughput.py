@@ -104,7 +104,7 @@ class JaxRunner:
         self.setup = setup = compile_training(cfg, devices, mesh_shape)
         with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
             self.state = init_state(setup.model, setup.tx, cfg.seed, cfg.data.seq_len,
-                                    setup.state_shardings)
+                                    setup.state_shardings, setup.tuning)
             self.batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in np_batch.items()}
         # Host copy of the initial params (before donation) for the torch parity check.
         self.initial_params = jax.device_get(self.state['params'])

@@ -147,6 +147,22 @@ def restore_params(directory: str, abstract_params: Any,
     return step, restored['state']['params']
 
 
+def saved_vocab_size(directory: str, step: int | None = None) -> int | None:
+    """Rows of the token embedding in checkpoint `step` (default: the latest) of `directory`,
+    from its metadata; None when it has no token embedding."""
+    directory = os.path.abspath(directory)
+    manager = ocp.CheckpointManager(
+        directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(read_only=True))
+    available = manager.all_steps()
+    if not available:
+        raise CheckpointError(f'no checkpoint in {directory}')
+    params = manager.item_metadata(max(available) if step is None else step)['state']['params']
+    manager.close()
+    embedding = params.get('token_embed', {}).get('embedding')
+    return None if embedding is None else int(embedding.shape[0])
+
+
 def save_params(directory: str, step: int,
                 leaves: Iterable[tuple[tuple[str, ...], Any]]) -> None:
     """A parameters-only checkpoint `directory/step` that `restore_params` and

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import ml_collections
 from jaxlm.errors import ConfigError
 from jaxlm.models import registry
 from jaxlm.models.config import default_model_config, field_choices
+from jaxlm.models.lora import DEFAULT_TARGETS as DEFAULT_LORA_TARGETS
 from jaxlm.objectives import registry as objectives
 from jaxlm.sharding import MESH_AXES
 
@@ -41,8 +43,9 @@ DEFAULT_LOGICAL_AXIS_RULES = (
 
 SCHEDULES = ('cosine', 'linear', 'constant')
 TOKENIZERS = ('sentencepiece', 'byte', 'hf')
-# corpus/shards are read through grain; seqio through the `seqio` extra.
-DATA_SOURCES = ('corpus', 'shards', 'seqio')
+# corpus/shards/mixture are read through grain; seqio through the `seqio` extra.
+DATA_SOURCES = ('corpus', 'shards', 'seqio', 'mixture')
+TRUNCATION = ('drop', 'truncate')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -102,6 +105,15 @@ def default_config() -> ml_collections.ConfigDict:
     # batches depend on this, not on the process count (0 = one shard per process).
     d.num_shards = 0
     d.tokenizer = ml_collections.ConfigDict(dict(kind='sentencepiece', vocab_size=512, path=''))
+    # 'mixture' (post-training; jaxlm/data/mixture.py): records of the datasets in
+    # jaxlm/data/post_datasets.py, weighted as 'name:weight,...' (e.g. 'gsm8k:0.5,fastchat:0.5').
+    d.mixture = ''
+    # A Jinja chat template file; '' = an 'hf' tokenizer's own template, else ChatML with its
+    # markers as special tokens (jaxlm/data/chat_format.py).
+    d.chat_template = ''
+    # An example longer than seq_len: 'drop' it or 'truncate' it (keep its start); counted in
+    # the data stats either way.
+    d.truncation = 'drop'
 
     # Benchmark tasks (jaxlm.evaluation) run at every eval step beside eval_loss; '' = none.
     e = c.eval = ml_collections.ConfigDict()
@@ -109,6 +121,12 @@ def default_config() -> ml_collections.ConfigDict:
     e.limit = 0  # documents per task (0 = all)
     e.num_fewshot = -1  # -1 = each task's default
     e.batch_size = 16
+
+    # LoRA (jaxlm/models/lora.py): rank 0 = off (every parameter trained). With rank > 0 only
+    # adapters on the kernels whose path matches `targets` (a regular expression, e.g.
+    # 'attention/(query|key|value|out)/kernel|mlp/') are trained and checkpointed, over the
+    # frozen parameters of `init_params_from`; `alpha / rank` scales their product.
+    c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=DEFAULT_LORA_TARGETS))
 
     o = c.optimizer = ml_collections.ConfigDict()
     o.learning_rate = 3e-3
@@ -123,6 +141,32 @@ def default_config() -> ml_collections.ConfigDict:
     o.grad_clip_norm = 1.0
     o.grad_accum_steps = 1
     o.z_loss_weight = 0.0
+
+    # Preference optimisation (`data.objective` 'dpo'; jaxlm/objectives/dpo.py, TRL 1.16's
+    # definitions): beta scales the log-ratios; loss_type 'sigmoid' (DPO), 'hinge', 'ipo' or
+    # 'robust'; label_smoothing (the assumed share of flipped labels) is read by 'robust' only.
+    c.preference = ml_collections.ConfigDict(dict(beta=0.1, loss_type='sigmoid',
+                                                  label_smoothing=0.0))
+
+    # Reinforcement learning (`data.objective` 'grpo' or 'ppo'; jaxlm/trainer/rl.py). An RL run's
+    # num_train_steps / log_every_steps / checkpoint_every_steps count iterations: each samples
+    # `group_size` completions for each of `prompts_per_iteration` prompts, scores them and
+    # trains `epochs` passes over them in minibatches of data.global_batch_size.
+    c.rl = ml_collections.ConfigDict(dict(
+        prompts='arithmetic',  # a post-training dataset (jaxlm/data/post_datasets.py)
+        # How a prompt record becomes text: 'chat' (data.chat_template, with the generation
+        # prompt), else a str.format pattern of the last user message, e.g. 'Q: {prompt}\nA:'.
+        prompt_format='chat',
+        group_size=8, prompts_per_iteration=4, max_new_tokens=32, temperature=1.0, epochs=1,
+        clip_eps=0.2,
+        kl_beta=0.0,  # GRPO: KL-to-reference weight in the loss (0.04: DeepSeekMath)
+        loss_aggregation='token',  # GRPO: 'token' (DAPO / TRL) or 'sequence' (per completion)
+        kl_coef=0.05, gamma=1.0, lam=0.95, vf_coef=0.1, value_clip=0.2,  # PPO
+        reward='jaxlm.trainer.rewards:arithmetic_exact',  # 'module:function', or
+        # A reward model run's workdir (jaxlm/inference/reward.py; then set reward = ''): it
+        # scores each prompt's messages followed by the completion as the assistant's reply.
+        reward_model='',
+    ))
     return c
 
 
@@ -173,6 +217,7 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
         ('data.objective', tuple(objectives.OBJECTIVES), d.objective),
         ('optimizer.schedule', SCHEDULES, o.schedule),
         ('data.tokenizer.kind', TOKENIZERS, d.tokenizer.kind),
+        ('data.truncation', TRUNCATION, d.truncation),
     ]:
         if value not in allowed:
             raise ConfigError(f'`{field}` = {value!r} is not one of {allowed}')
@@ -244,6 +289,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> dict[str, int]
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f'`model.dropout_rate` must be in [0, 1), got {m.dropout_rate}')
 
+    _check_tuning(cfg)
+
     mesh = resolve_mesh_shape(cfg.mesh, num_devices)
     batch_shards = mesh['data'] * mesh['fsdp']
     if d.global_batch_size % batch_shards:
@@ -296,10 +343,40 @@ def _check_architecture(cfg: ml_collections.ConfigDict) -> None:
         if not d.task:
             raise ConfigError("`data.task` must name a seqio task when `data.source` = "
                               "'seqio' (registered in jaxlm/data/seqio_tasks.py)")
+    if d.source == 'mixture':
+        from jaxlm.data import mixture  # here: it imports every dataset's loader
+
+        mixture.parse(d.mixture)
+        if d.objective in ('lm', 'span_corruption'):
+            raise ConfigError(f"`data.source` = 'mixture' holds conversation and preference "
+                              f'records, which `data.objective` = {d.objective!r} cannot read '
+                              "(use e.g. 'sft')")
     if d.objective == 'span_corruption' and d.source == 'shards':
         raise ConfigError("`data.objective` = 'span_corruption' reads raw text (`data.source` = "
                           "'corpus' or 'seqio'); token shards are for 'lm'")
     objectives.build(cfg).validate(d)  # last: it relies on the data fields checked above
+
+
+def _check_tuning(cfg: ml_collections.ConfigDict) -> None:
+    """LoRA's settings, and the initial parameters that LoRA and reference-based objectives
+    freeze."""
+    lora = cfg.lora
+    if isinstance(lora.rank, bool) or not isinstance(lora.rank, int) or lora.rank < 0:
+        raise ConfigError(f'`lora.rank` must be a non-negative integer (0 = off), got '
+                          f'{lora.rank!r}')
+    if not lora.alpha > 0:
+        raise ConfigError(f'`lora.alpha` must be positive, got {lora.alpha!r}')
+    try:
+        re.compile(lora.targets)
+    except re.error as e:
+        raise ConfigError(f'`lora.targets` is not a regular expression: {e}') from None
+    needs = ['LoRA (lora.rank > 0)'] if lora.rank else []
+    if objectives.build(cfg).uses_reference:
+        needs.append(f'`data.objective` = {cfg.data.objective!r} (its reference model)')
+    if needs and not cfg.init_params_from:
+        raise ConfigError(f'{" and ".join(needs)} freezes the parameters of '
+                          '`init_params_from`: set it to a run\'s checkpoints directory or a '
+                          'converted model')
 
 
 def _check_pipeline(cfg: ml_collections.ConfigDict, stages: int, rows_per_shard: int) -> None:

@@ -39,6 +39,10 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Sequences per forward pass
 _ADD_BOS = flags.DEFINE_boolean(
     'add_bos', True, 'Condition requests on BOS (as jaxlm trains); --noadd_bos scores like '
     "lm-evaluation-harness's HFLM default, e.g. for converted GPT-2 checkpoints.")
+_CHAT = flags.DEFINE_boolean(
+    'chat', False, "Generation tasks prompt through the run's chat template (one user turn and "
+    "the generation prompt; lm-evaluation-harness's --apply_chat_template) and stop at the "
+    'end of the turn.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Benchmark data dir (default $JAXLM_DATA_DIR).')
 _OPTION = flags.DEFINE_multi_string('option', [], 'Task option TASK.KEY=VALUE, e.g. '
                                     'mmlu.split=test or perplexity.text=tiny_shakespeare.')
@@ -101,7 +105,8 @@ def _dump(obj: Any, f: Any, **kwargs: Any) -> None:
 def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
         num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 16,
         data_dir: str | None = None, options: dict[str, dict[str, str]] | None = None,
-        add_bos: bool = True, dtype: str | None = None) -> tuple[str, dict[str, Any]]:
+        add_bos: bool = True, dtype: str | None = None,
+        chat: bool = False) -> tuple[str, dict[str, Any]]:
     """Evaluates the run's latest checkpoint; returns the output dir and the results."""
     from jaxlm.evaluation.lm import JaxLM
     from jaxlm.evaluation.registry import get_task
@@ -117,8 +122,20 @@ def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
             with open(os.path.join(workdir, 'config.json')) as f:
                 kwargs['data_cfg'] = ml_collections.ConfigDict(json.load(f)['data'])
         tasks[name] = get_task(name, **kwargs)
+    if chat:  # before reading any checkpoint
+        from jaxlm.inference.load import read_run_config
+        from jaxlm.models import registry
+
+        if registry.family(read_run_config(workdir).model).decoder_start is not None:
+            raise UserError('--chat renders a chat template for a decoder; an encoder-decoder '
+                            'run (objective seq2seq) reads the plain prompt: leave out --chat')
     lm = JaxLM.from_workdir(workdir, checkpoint, batch_size=batch_size, add_bos=add_bos,
                             dtype=dtype)
+    if chat:
+        from jaxlm.data.chat_format import run_template
+        from jaxlm.evaluation.chat import ChatLM
+
+        lm = ChatLM(lm, run_template(lm.config.data))
     out_dir = os.path.join(workdir, 'eval', str(lm.step))
     os.makedirs(out_dir, exist_ok=True)
     results: dict[str, Any] = {}
@@ -141,7 +158,7 @@ def run(workdir: str, task_names: list[str], *, checkpoint: str | None = None,
                 f.write('\n')
         logging.info('%s: %s (%.1f s)', name, r.metrics, seconds)
     summary = {'workdir': os.path.abspath(workdir), 'step': lm.step, 'checkpoint': checkpoint,
-               'limit': limit, 'batch_size': batch_size,
+               'limit': limit, 'batch_size': batch_size, 'chat': chat,
                'dtype': lm.config.model.dtype, 'max_length': lm.max_length,
                'results': results}
     with open(os.path.join(out_dir, 'results.json'), 'w') as f:
@@ -158,7 +175,7 @@ def main(argv: list[str]) -> None:
                            num_fewshot=_NUM_FEWSHOT.value, limit=_LIMIT.value,
                            batch_size=_BATCH_SIZE.value, data_dir=_DATA_DIR.value,
                            options=_task_options(_OPTION.value), add_bos=_ADD_BOS.value,
-                           dtype=_DTYPE.value)
+                           dtype=_DTYPE.value, chat=_CHAT.value)
     print(markdown_table(results))
     for name, r in results.items():
         if 'truncation' in r:

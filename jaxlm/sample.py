@@ -1,4 +1,7 @@
-"""Sample from a trained run: python -m jaxlm.sample --workdir DIR --prompt "ROMEO:" [...]."""
+"""Sample from a trained run: python -m jaxlm.sample --workdir DIR --prompt "ROMEO:" [...].
+
+A decoder continues the prompt (printed with it); an encoder-decoder (T5) reads the prompt with
+its encoder and answers it from the decoder's start token (printed after it)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 from absl import flags
 
 from jaxlm import cli
+from jaxlm.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory written by jaxlm.train.')
 _CHECKPOINT = flags.DEFINE_string(
@@ -21,6 +25,9 @@ _TOP_P = flags.DEFINE_float('top_p', 1.0, 'Nucleus sampling mass; 1.0 = no top-p
 _USE_CACHE = flags.DEFINE_bool('use_cache', True,
                                'KV-cache decoding (--nouse_cache: recompute all tokens per step).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+_CHAT = flags.DEFINE_bool('chat', False, "Each prompt is a user turn, rendered with the run's "
+                          'chat template and its generation prompt; the reply stops at the '
+                          'end-of-turn token.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -28,21 +35,39 @@ def main(argv: list[str]) -> None:
     del argv
     for name in ('absl', 'jax._src.xla_bridge'):  # orbax warns that a read-only manager is one
         logging.getLogger(name).setLevel(logging.ERROR)
-    from jaxlm.inference.decode import generate
+    from jaxlm.data import chat_format
+    from jaxlm.data.chat import Message
+    from jaxlm.inference.decode import generate, prompt_tokens
     from jaxlm.inference.load import load_run, read_run_config
     from jaxlm.models import registry
 
-    registry.causal_lm(read_run_config(_WORKDIR.value).model)  # before reading any checkpoint
+    # before reading any checkpoint
+    family = registry.causal_lm(read_run_config(_WORKDIR.value).model)
+    if _CHAT.value and family.decoder_start is not None:
+        raise UserError('--chat renders a chat template for a decoder; an encoder-decoder run '
+                        '(objective seq2seq) reads the plain prompt: leave out --chat')
     run = load_run(_WORKDIR.value, _CHECKPOINT.value)
     model, params, tokenizer, step = run.model, run.params, run.tokenizer, run.step
-    prompts = [[tokenizer.bos_id] + tokenizer.encode(p) for p in _PROMPT.value]
+    prompts = [prompt_tokens(family, tokenizer, p) for p in _PROMPT.value]
+    stops = [tokenizer.eos_id]
+    if _CHAT.value:
+        template = chat_format.run_template(run.config.data)
+        prompts = [chat_format.prompt_ids([Message('user', p)], template, tokenizer)
+                   for p in _PROMPT.value]
+        stops.append(chat_format.end_of_turn_id(tokenizer))
     outs = generate(model, params, prompts, max_new_tokens=_MAX_NEW.value,
                     temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
-                    seed=_SEED.value, eos_id=tokenizer.eos_id, use_cache=_USE_CACHE.value)
+                    seed=_SEED.value, stop_token_ids=stops, use_cache=_USE_CACHE.value)
     print(f'# step {step}, temperature {_TEMPERATURE.value}, top_k {_TOP_K.value}, '
           f'top_p {_TOP_P.value}')
     for prompt, out in zip(_PROMPT.value, outs, strict=True):
-        print(f'--- prompt: {prompt!r}\n{prompt}{tokenizer.decode(out)}')
+        if _CHAT.value:  # the reply alone, and whether it ended its turn
+            ended = 'ended its turn' if len(out) < _MAX_NEW.value else 'cut at --max_new_tokens'
+            print(f'--- user: {prompt!r}\n--- assistant ({len(out)} tokens, {ended}):\n'
+                  f'{tokenizer.decode(out)}')
+            continue
+        shown = prompt if family.decoder_start is None else ''  # a T5 answers, not continues
+        print(f'--- prompt: {prompt!r}\n{shown}{tokenizer.decode(out)}')
 
 
 if __name__ == '__main__':

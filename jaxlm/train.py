@@ -1,5 +1,8 @@
 """Train a model: python -m jaxlm.train --config experiments/tiny.py --workdir DIR [--config.x=y].
 
+A config whose objective trains on sampled rollouts (`data.objective` 'grpo' or 'ppo') runs the
+reinforcement-learning loop (jaxlm/trainer/rl.py) instead of the data pipeline.
+
 `--show_config` prints the resolved config, every field with its value (as the run's config.json
 will hold it), and exits.
 
@@ -53,9 +56,14 @@ def main(argv: list[str]) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     from jaxlm.distributed import maybe_initialize
     maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from jaxlm.objectives import registry as objectives
     from jaxlm.trainer.loop import train
 
     cfg, hook = _CONFIG.value, None
+    if getattr(objectives.OBJECTIVES.get(cfg.data.objective), 'rollouts', False):
+        from jaxlm.trainer.rl import train_rl
+
+        train = train_rl  # sampled rollouts instead of a dataset: the RL loop
     if cfg.eval.tasks:
         from jaxlm.evaluation.periodic import make_eval_hook
 

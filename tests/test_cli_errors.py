@@ -52,16 +52,19 @@ def test_bad_input_is_one_readable_line(args, names, tmp_path):
 
 @pytest.mark.parametrize('command', [['jaxlm.sample', '--prompt=ROMEO:'],
                                      ['jaxlm.eval', '--tasks=perplexity']])
-def test_encoder_decoder_run_is_refused_by_sampling_and_lm_scoring(command, tmp_path):
-    """A T5 run (the old-checkpoint fixture) must not be scored as a causal LM, which would
-    feed its tokens to the encoder and report a number."""
+def test_run_that_cannot_generate_is_refused_by_sampling_and_lm_scoring(command, tmp_path):
+    """A classifier run must not be sampled or scored as a language model (which would read
+    class logits as next-token ones); the refusal comes before any checkpoint is read."""
     import shutil
 
     workdir = tmp_path / 'run'
     shutil.copytree(os.path.join(REPO, 'tests', 'fixtures', 'main_checkpoints',
                                  'encoder_decoder'), workdir)
+    config = json.loads((workdir / 'config.json').read_text())
+    config['model']['architecture'] = 'classifier'
+    (workdir / 'config.json').write_text(json.dumps(config))
     out = _run([*command, f'--workdir={workdir}'])
-    _assert_readable(out, command[0], "'encoder_decoder'", "'decoder'")
+    _assert_readable(out, command[0], "'classifier'", "'encoder_decoder'")
     assert not (workdir / 'eval').exists()
 
 

@@ -20,6 +20,7 @@ that follows each answer is.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -92,6 +93,15 @@ def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
                       sort_keys=sort_keys)
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str) -> jinja2.Template:
+    """Compiled once per template: a dataset renders every conversation three times."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters['tojson'] = _tojson
+    env.globals['raise_exception'] = _raise
+    return env.from_string(source)
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatTemplate:
     """A Jinja chat template and the special-token strings it may refer to."""
@@ -100,14 +110,9 @@ class ChatTemplate:
     special_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
-                                                           lstrip_blocks=True)
-        env.filters['tojson'] = _tojson
-        env.globals['raise_exception'] = _raise
-        template = env.from_string(self.source)
-        return template.render(messages=[dataclasses.asdict(m) for m in messages],
-                               add_generation_prompt=add_generation_prompt,
-                               **self.special_tokens)
+        return _compiled(self.source).render(
+            messages=[dataclasses.asdict(m) for m in messages],
+            add_generation_prompt=add_generation_prompt, **self.special_tokens)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -62,10 +62,14 @@ class Split:
     stats: dict
 
 
-def open_source(data_cfg: Any) -> Split:
-    """The documents of `data.source` ('corpus' or 'shards'), split into train and eval."""
-    from jaxlm.data import corpus, shards  # here: both import this module
+def open_source(data_cfg: Any, seed: int = 0) -> Split:
+    """The documents of `data.source` ('corpus' or 'shards'), split into train and eval; for
+    'mixture' (jaxlm/data/mixture.py) lists of post-training records instead, the train records
+    drawn by `seed`."""
+    from jaxlm.data import corpus, mixture, shards  # here: they import this module
 
+    if data_cfg.get('source') == 'mixture':
+        return mixture.open_mixture(data_cfg, seed)
     if data_cfg.get('source', 'corpus') == 'shards':
         return shards.open_shards(data_cfg.shards_dir, data_cfg.eval_fraction)
     return corpus.open_corpus(data_cfg)
@@ -73,8 +77,10 @@ def open_source(data_cfg: Any) -> Split:
 
 def tokenizer_only(data_cfg: Any) -> tokenizers.Tokenizer:
     """The tokenizer `open_source(data_cfg)` gives, without tokenizing the documents."""
-    from jaxlm.data import corpus, shards
+    from jaxlm.data import corpus, mixture, shards
 
+    if data_cfg.get('source') == 'mixture':
+        return mixture.tokenizer(data_cfg)
     if data_cfg.get('source') == 'shards':
         return shards.load_tokenizer(data_cfg.shards_dir)
     return corpus.tokenizer(data_cfg)

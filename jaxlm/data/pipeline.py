@@ -5,8 +5,9 @@ source (jaxlm/data/documents.py: corpus or token shards) -> train/eval `TokenDoc
 objective's `DataTransform` (jaxlm/objectives/base.py: examples, optional per-example noise, packed
 lengths, batch fields) -> shared here: train data shards, each shuffled every epoch and first-fit
 packed, this process's shards' rows concatenated; fixed eval batches of which each process keeps
-its rows. seqio tasks tokenize and pack inside seqio (jaxlm/data/seqio_tasks.py) and share only
-the process sharding.
+its rows. An objective whose transform is `packed` (post-training records) packs its own rows
+once; they are only shuffled every epoch and batched here. seqio tasks tokenize and pack inside
+seqio (jaxlm/data/seqio_tasks.py) and share only the process sharding.
 """
 
 from __future__ import annotations
@@ -136,6 +137,10 @@ def train_stream(examples: Sequence[Any], transform: DataTransform, *, seed: int
         shuffle_seed = shard_seed(seed, shard)
         part = _noised(shuffled_shard(examples, shuffle_seed, shard, num_shards), transform,
                        shuffle_seed)
+        if transform.packed:  # rows already: only batched
+            parts.append(part.batch(global_batch // num_shards, drop_remainder=True)
+                         .map(transform.to_batch))
+            continue
         parts.append(pack_and_batch(part, transform.lengths, global_batch // num_shards,
                                     seed=shuffle_seed, shuffle_bins=True,
                                     to_batch=transform.to_batch))
@@ -148,6 +153,8 @@ def eval_stream(examples: Sequence[Any], transform: DataTransform,
                 global_batch: int) -> grain.IterDataset:
     """Global eval batches: the examples in order, repeated, noised with seed 0."""
     ds = _noised(grain.MapDataset.source(examples).repeat(None), transform, 0)
+    if transform.packed:
+        return ds.batch(global_batch, drop_remainder=True).map(transform.to_batch)
     return pack_and_batch(ds, transform.lengths, global_batch, seed=0, shuffle_bins=False,
                           to_batch=transform.to_batch)
 
@@ -158,7 +165,7 @@ def build_pipeline(data_cfg: Any, objective: Objective, *, seed: int, process_in
     one process of `process_count`."""
     local_batch_size(data_cfg, process_index, process_count)
     num_shards, own_shards = data_shards(data_cfg, process_index, process_count)
-    split = documents.open_source(data_cfg)
+    split = documents.open_source(data_cfg, seed)
     transform = objective.data_transform(data_cfg, split.tokenizer)
     stats = {**split.stats, **transform.stats}
     sources = {}

@@ -125,15 +125,19 @@ def training_sentences(documents: Iterable[str]) -> Iterator[str]:
 
 
 def train_sentencepiece(
-    documents: Iterable[str], vocab_size: int, cache_dir: str | os.PathLike | None
+    documents: Iterable[str], vocab_size: int, cache_dir: str | os.PathLike | None,
+    user_defined_symbols: Sequence[str] = (),
 ) -> pathlib.Path:
     """Trains (or reuses) a BPE model; returns `<cache>/tokenizers/spm-<hash16>.model`.
+    `user_defined_symbols` (e.g. a chat template's markers) are single pieces wherever they occur.
 
-    The cache key hashes every document, the vocab size, the model type and a
+    The cache key hashes every document, the vocab size, the model type, the symbols and a
     version string, so any change to the training data retrains.
     """
     docs = list(documents)  # two passes (hash, then train); corpora are small
     h = hashlib.sha256(f"{_SPM_VERSION}\0{_SPM_MODEL_TYPE}\0{vocab_size}\0".encode())
+    if user_defined_symbols:  # only then: the keys of models trained without stay the same
+        h.update("\0".join(["symbols", *user_defined_symbols]).encode() + b"\0")
     for doc in docs:
         data = doc.encode("utf-8")
         h.update(len(data).to_bytes(8, "little"))  # length prefix: unambiguous boundaries
@@ -149,6 +153,7 @@ def train_sentencepiece(
         model_writer=model,
         vocab_size=vocab_size,
         input_sentence_size=0,  # use every sentence: no sampling
+        user_defined_symbols=list(user_defined_symbols),
         **SPM_TRAINER_OPTIONS,
     )
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,12 @@ documents did not fit.
 Batches are formed within length buckets and padded to a fixed [batch_size, bucket] shape, so a
 request is always computed by the same compiled program on the same shape, whatever else is in
 its batch: padding never changes a score.
+
+An encoder-decoder (T5) is scored T5 style: the context, ending with EOS, is the encoder's input,
+and the continuation is scored by the decoder from its start token (each tokenized on its own,
+the continuation without EOS; the harness's seq2seq models score it with the tokenizer's EOS);
+`generate_until` encodes the prompt and decodes from the start token, so the whole context is
+left for the new tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm.data.tokenizers import Tokenizer
-from jaxlm.inference.decode import bucket_length, generate
+from jaxlm.inference.decode import bucket_length, generate, prompt_tokens
 from jaxlm.models import registry
 
 TokenPair = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
@@ -62,7 +68,9 @@ class JaxLM:
         """`add_bos`: condition every request on the tokenizer's BOS, as jaxlm trains. False
         scores as lm-evaluation-harness's HFLM does by default (e.g. for converted GPT-2): no
         prefix, except the EOS token before an empty context."""
-        registry.causal_lm(model.cfg)  # scores are next-token log-likelihoods of the tokens
+        # scores are next-token log-likelihoods of the (decoder's) tokens
+        self.family = registry.causal_lm(model.cfg)
+        self.seq2seq = self.family.decoder_start is not None  # the context goes to an encoder
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.add_bos = add_bos
         self.batch_size = batch_size
@@ -83,9 +91,9 @@ class JaxLM:
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def _score_fn(self, params: Any, inputs: jax.Array, targets: jax.Array,
-                  segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = self.model.apply({'params': params}, inputs, segment_ids)
+    def _score_fn(self, params: Any, batch: dict[str, jax.Array],
+                  targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = self.family.token_logits(self.family.apply(self.model, params, batch))
         logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         target_lp = jnp.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
         return target_lp, jnp.argmax(logits, axis=-1) == targets
@@ -98,6 +106,8 @@ class JaxLM:
         if n_spaces:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
+        if self.seq2seq:
+            return self._prompt(context), self.tokenizer.encode(continuation)
         whole = self.tokenizer.encode(context + continuation)
         ctx = self.tokenizer.encode(context)
         return self._prefix(ctx) + ctx, whole[len(ctx):]
@@ -129,30 +139,52 @@ class JaxLM:
             greedy[i] = greedy[i] and is_greedy
         return list(zip(totals, greedy, strict=True))
 
+    def _row(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int], list[int]]:
+        """(encoder tokens, decoder inputs, targets) of one piece; the decoder-only model has no
+        encoder tokens and reads context and continuation, cut on the left to fit."""
+        if self.seq2seq:
+            return ctx[-self.max_length:], [self.family.decoder_start] + cont[:-1], cont
+        full = (ctx + cont)[-(self.max_length + 1):]
+        return [], full[:-1], full[1:]
+
+    def _batch(self, rows: Sequence[tuple[list[int], ...]], lengths: tuple[int, int]
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The family's batch fields (one row each, padded to `lengths` = (decoder, encoder)
+        tokens) and the targets."""
+        fields: dict[str, np.ndarray] = {}
+        for prefix, column, length in (('', 1, lengths[0]), ('encoder_', 0, lengths[1])):
+            if not length:
+                continue
+            tokens = np.zeros((self.batch_size, length), np.int32)
+            segments = np.zeros_like(tokens)
+            for r, row in enumerate(rows):
+                tokens[r, :len(row[column])] = row[column]
+                segments[r, :len(row[column])] = 1
+            fields.update({f'{prefix}inputs': tokens, f'{prefix}segment_ids': segments,
+                           f'{prefix}positions': np.broadcast_to(np.arange(length, dtype=np.int32),
+                                                                 tokens.shape)})
+        targets = np.zeros((self.batch_size, lengths[0]), np.int32)
+        for r, row in enumerate(rows):
+            targets[r, :len(row[2])] = row[2]
+        return fields, targets
+
     def _score_pieces(self, pieces: Sequence[TokenPair],
                       progress: Callable[[int], None] | None) -> list[tuple[float, bool]]:
         """`loglikelihood_tokens` of continuations of at most max_length tokens."""
-        rows = []
-        for ctx, cont in pieces:
-            full = (ctx + cont)[-(self.max_length + 1):]
-            rows.append((full[:-1], full[1:], len(cont)))
+        rows = [self._row(ctx, cont) for ctx, cont in pieces]
         results: list[tuple[float, bool] | None] = [None] * len(rows)
-        buckets: dict[int, list[int]] = {}
-        for i, (inp, _, _) in enumerate(rows):
-            buckets.setdefault(_padded_length(len(inp), self.max_length), []).append(i)
-        for length, idx in sorted(buckets.items()):
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, (enc, inp, _) in enumerate(rows):
+            key = (_padded_length(len(inp), self.max_length),
+                   _padded_length(len(enc), self.max_length) if enc else 0)
+            buckets.setdefault(key, []).append(i)
+        for lengths, idx in sorted(buckets.items()):
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                inputs = np.zeros((self.batch_size, length), np.int32)
-                targets = np.zeros_like(inputs)
-                segments = np.zeros_like(inputs)
+                batch, targets = self._batch([rows[i] for i in chunk], lengths)
+                lp, greedy = jax.device_get(self._score(self.params, batch, targets))
                 for r, i in enumerate(chunk):
-                    inp, tgt, _ = rows[i]
-                    inputs[r, :len(inp)], targets[r, :len(tgt)] = inp, tgt
-                    segments[r, :len(inp)] = 1
-                lp, greedy = jax.device_get(self._score(self.params, inputs, targets, segments))
-                for r, i in enumerate(chunk):
-                    n, n_cont = len(rows[i][0]), rows[i][2]
+                    n, n_cont = len(rows[i][1]), len(pieces[i][1])
                     sl = slice(n - n_cont, n)
                     results[i] = (float(lp[r, sl].astype(np.float64).sum()),
                                   bool(greedy[r, sl].all()))
@@ -167,6 +199,8 @@ class JaxLM:
         """Whether a request does not fit the model: `loglikelihood` scores it on a context cut
         on the left (and a continuation longer than max_length in rolling windows)."""
         pairs = (self.encode_pair(c, x) for c, x in requests)
+        if self.seq2seq:
+            return [max(len(ctx), len(cont)) > self.max_length for ctx, cont in pairs]
         return [len(ctx) + len(cont) > self.max_length + 1 for ctx, cont in pairs]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
@@ -195,7 +229,7 @@ class JaxLM:
         for (max_gen, temperature), idx in groups.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                prompts = [self._prompt(requests[i][0])[-(self.max_length - max_gen):]
+                prompts = [self._prompt(requests[i][0])[-self._prompt_room(max_gen):]
                            for i in chunk]
                 new = generate(self.model, self.params, prompts, max_new_tokens=max_gen,
                                temperature=temperature, eos_id=self.tokenizer.eos_id)
@@ -211,14 +245,21 @@ class JaxLM:
                                  ) -> list[bool]:
         """Whether `generate_until` cuts each prompt on the left to leave room for the new
         tokens (the harness refuses to run such a request at all)."""
-        return [len(self._prompt(ctx)) > self.max_length - self._max_gen(kw)
+        return [len(self._prompt(ctx)) > self._prompt_room(self._max_gen(kw))
                 for ctx, kw in requests]
 
     def _max_gen(self, kw: dict[str, Any]) -> int:
         # The harness's default of 256 new tokens would fill a small model's whole context:
-        # keep at least half of it for the prompt.
-        return min(int(kw.get('max_gen_toks', DEFAULT_MAX_GEN_TOKS)), self.max_length // 2)
+        # keep at least half of it for the prompt (an encoder-decoder's prompt has its own).
+        room = self.max_length if self.seq2seq else self.max_length // 2
+        return min(int(kw.get('max_gen_toks', DEFAULT_MAX_GEN_TOKS)), room)
+
+    def _prompt_room(self, max_gen: int) -> int:
+        """Prompt tokens kept beside `max_gen` new ones."""
+        return self.max_length if self.seq2seq else self.max_length - max_gen
 
     def _prompt(self, context: str) -> list[int]:
+        if self.seq2seq:
+            return prompt_tokens(self.family, self.tokenizer, context)
         encoded = self.tokenizer.encode(context)
         return self._prefix(encoded) + encoded

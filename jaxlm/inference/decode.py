@@ -11,6 +11,11 @@ produced an end token (`eos_id` or one of `stop_token_ids`).
 `use_cache=False` re-runs the model over the whole buffer for every new token (O(length^2)); it
 is kept as the reference the cached path is tested against.
 
+Both model families that decode generate through the same loop: the family's decode module
+(`family.decoder(model)`) prefills a cache and then takes one token per step. For the decoder-only
+family the prompt is the start of the decoded sequence; for the encoder-decoder (the family's
+`decoder_start` is a token id) the prompt is encoded once and the decoder starts from that token.
+
 Pass `mesh` (and `rules`, default the project's) to run on a device mesh: parameters, cache and
 activations are then sharded by the same logical axis rules as training (the batch is padded up
 to a multiple of the batch-sharding degree).
@@ -31,7 +36,7 @@ import numpy as np
 
 from jaxlm.errors import UserError
 from jaxlm.models import registry
-from jaxlm.models.decoder import init_cache
+from jaxlm.models.family import ModelFamily
 
 _MIN_BUCKET = 16
 
@@ -85,17 +90,31 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
                             f'keeps only the most likely token), got {top_p}')
 
 
+def prompt_tokens(family: ModelFamily, tokenizer: Any, text: str) -> list[int]:
+    """A text prompt's tokens as the family reads prompts: after BOS for a decoder (as jaxlm
+    trains), ending with EOS for an encoder (as T5 reads its inputs)."""
+    if family.decoder_start is None:
+        return [tokenizer.bos_id] + tokenizer.encode(text)
+    return tokenizer.encode(text) + [tokenizer.eos_id]
+
+
+def _prefix_length(family: ModelFamily, prompt_len: int) -> int:
+    """Decoder positions a prompt of `prompt_len` tokens takes before the first new token."""
+    return prompt_len if family.decoder_start is None else 1
+
+
 def _check(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> np.ndarray:
-    registry.causal_lm(model.cfg)
+    family = registry.causal_lm(model.cfg)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise SamplingError('every prompt needs at least one token (e.g. BOS)')
     if max_new_tokens < 1:
         raise SamplingError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
     lengths = np.array([len(p) for p in prompts], np.int32)
-    total = int(lengths.max()) + max_new_tokens
+    longest = int(lengths.max())
+    total = max(_prefix_length(family, longest) + max_new_tokens, longest)
     max_len = model.cfg.max_seq_len
     if total > max_len:
-        beyond = (f'prompt ({int(lengths.max())} tokens) + max_new_tokens ({max_new_tokens}) = '
+        beyond = (f'prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) = '
                   f'{total} positions, beyond the trained context (model.max_seq_len '
                   f'{max_len})')
         if model.cfg.positions == 'learned':
@@ -132,54 +151,71 @@ def _cut(tokens: Sequence[int], stop_ids: np.ndarray,
 # ---------------------------------------------------------------------------------- KV cache
 
 
+def sampled_logprobs(logits_BxV: jax.Array, tokens_B: jax.Array,
+                     temperature: float) -> jax.Array:
+    """Float32 log-probabilities of `tokens_B` under softmax(logits / temperature) (temperature
+    1 when greedy), before any top-k / top-p truncation: the distribution a policy-gradient
+    objective differentiates (jaxlm/objectives/grpo.py computes the same from a training
+    forward)."""
+    scaled_BxV = logits_BxV.astype(jnp.float32) / (temperature or 1.0)
+    logp_BxV = jax.nn.log_softmax(scaled_BxV, axis=-1)
+    return jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_decoder(model: nn.Module, temperature: float, top_k: int, top_p: float,
                     with_logits: bool, cache_len: int, mesh: Any, rules: Any) -> Any:
     """One jitted prefill + while_loop decode per (model, sampling settings, cache bucket, mesh
     and rules: the logical constraints are baked in when tracing); jit specialises it further
-    per (batch, prompt bucket) shape."""
+    per (batch, prompt bucket) shape. Returns the tokens, their logits (`with_logits`) and
+    their log-probabilities (`sampled_logprobs`)."""
     del mesh, rules  # only part of the cache key
     cfg = model.cfg
-    decoder = registry.causal_lm(cfg).decoder(model)
+    family = registry.causal_lm(cfg)
+    decoder = family.decoder(model)
 
     @jax.jit
     def run(params: Any, tokens_BxP: jax.Array, lengths_B: jax.Array, key: jax.Array,
             max_new: jax.Array, stop_ids: jax.Array):
         b, p = tokens_BxP.shape
-        steps = cache_len - p + 1  # static size of the output buffer (>= max_new)
+        # static size of the output buffer (>= max_new)
+        steps = cache_len - _prefix_length(family, p) + 1
         # Left padding: row i's prompt fills slots p - n_i .. p - 1 at positions 0 .. n_i - 1.
         positions_BxP = jnp.arange(p)[None] - (p - lengths_B)[:, None]
         positions_BxP = jnp.where(positions_BxP >= 0, positions_BxP, -1)
-        cache = init_cache(cfg, b, cache_len)
-        logits, cache = decoder.apply({'params': params}, tokens_BxP, cache, positions_BxP,
-                                      last_only=True)
-        logits_BxV = logits[:, -1]
+        logits_BxV, cache, next_B = decoder.apply({'params': params}, tokens_BxP, positions_BxP,
+                                                  cache_len, method=decoder.prefill)
         tok_B = sample_logits(logits_BxV, jax.random.fold_in(key, 0), temperature, top_k,
                               top_p).astype(jnp.int32)
         out_BxN = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(tok_B)
+        logps_BxN = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(
+            sampled_logprobs(logits_BxV, tok_B, temperature))
         logits_BxNxV = (jnp.zeros((b, steps, cfg.vocab_size), jnp.float32)
                         .at[:, 0].set(logits_BxV) if with_logits else None)
         done_B = jnp.isin(tok_B, stop_ids)
 
         def cond(state):
-            i, _, _, done_B, _, _ = state
+            i, _, _, done_B, _, _, _ = state
             return (i < max_new) & ~jnp.all(done_B)
 
         def body(state):
-            i, tok_B, cache, done_B, out_BxN, logits_BxNxV = state
+            i, tok_B, cache, done_B, out_BxN, logps_BxN, logits_BxNxV = state
             logits, cache = decoder.apply({'params': params}, tok_B[:, None], cache,
-                                          (lengths_B + i - 1)[:, None])
+                                          (next_B + i - 1)[:, None])
             logits_BxV = logits[:, -1]
             tok_B = sample_logits(logits_BxV, jax.random.fold_in(key, i), temperature, top_k,
                                   top_p).astype(jnp.int32)
             out_BxN = out_BxN.at[:, i].set(tok_B)
+            logps_BxN = logps_BxN.at[:, i].set(sampled_logprobs(logits_BxV, tok_B, temperature))
             if logits_BxNxV is not None:
                 logits_BxNxV = logits_BxNxV.at[:, i].set(logits_BxV)
-            return i + 1, tok_B, cache, done_B | jnp.isin(tok_B, stop_ids), out_BxN, logits_BxNxV
+            return (i + 1, tok_B, cache, done_B | jnp.isin(tok_B, stop_ids), out_BxN, logps_BxN,
+                    logits_BxNxV)
 
-        state = (jnp.ones((), jnp.int32), tok_B, cache, done_B, out_BxN, logits_BxNxV)
-        _, _, _, _, out_BxN, logits_BxNxV = jax.lax.while_loop(cond, body, state)
-        return out_BxN, logits_BxNxV
+        state = (jnp.ones((), jnp.int32), tok_B, cache, done_B, out_BxN, logps_BxN,
+                 logits_BxNxV)
+        _, _, _, _, out_BxN, logps_BxN, logits_BxNxV = jax.lax.while_loop(cond, body, state)
+        return out_BxN, logps_BxN, logits_BxNxV
 
     return run
 
@@ -205,13 +241,15 @@ def _batch_multiple(mesh: Any, rules: Any) -> int:
 def _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
                 stop_ids, with_logits, mesh, rules):
     lengths = _check(model, prompts, max_new_tokens)
+    family = registry.causal_lm(model.cfg)
     cap = model.cfg.max_seq_len
     max_prompt = int(lengths.max())
     prompt_len = bucket_length(max_prompt, cap)
-    slots = max_prompt + max_new_tokens - 1  # the last token is sampled, never fed back
-    if prompt_len + max_new_tokens - 1 > cap >= slots:  # keep the cache within max_seq_len
-        prompt_len = cap - max_new_tokens + 1
-    cache_len = bucket_length(prompt_len + max_new_tokens - 1, cap)
+    # The last token is sampled, never fed back.
+    slots = _prefix_length(family, max_prompt) + max_new_tokens - 1
+    if _prefix_length(family, prompt_len) + max_new_tokens - 1 > cap >= slots:
+        prompt_len = cap - max_new_tokens + 1  # keep the cache within max_seq_len
+    cache_len = bucket_length(_prefix_length(family, prompt_len) + max_new_tokens - 1, cap)
     n = len(prompts)
     if mesh is not None:
         if rules is None:
@@ -230,12 +268,13 @@ def _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_
             row_lengths[i] = len(p)
         run = _cached_decoder(model, float(temperature), int(top_k), float(top_p), with_logits,
                               cache_len, mesh, rules)
-        out, logits = run(params, jnp.asarray(buf), jnp.asarray(row_lengths),
-                          jax.random.PRNGKey(seed), jnp.asarray(max_new_tokens, jnp.int32),
-                          jnp.asarray(stop_ids))
+        out, logps, logits = run(params, jnp.asarray(buf), jnp.asarray(row_lengths),
+                                 jax.random.PRNGKey(seed),
+                                 jnp.asarray(max_new_tokens, jnp.int32), jnp.asarray(stop_ids))
         out = np.asarray(out)[:n, :max_new_tokens]
+        logps = np.asarray(logps)[:n, :max_new_tokens]
         logits = None if logits is None else np.asarray(logits)[:n, :max_new_tokens]
-    return out, logits
+    return out, logps, logits
 
 
 # ------------------------------------------------------------------------- full recompute
@@ -245,14 +284,19 @@ def _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_
 def _full_decoder(model: nn.Module, temperature: float, top_k: int, top_p: float,
                   with_logits: bool, max_new_tokens: int) -> Any:
     vocab = model.cfg.vocab_size
+    family = registry.causal_lm(model.cfg)
 
     @jax.jit
-    def run(params: Any, buf: jax.Array, lengths: jax.Array, key: jax.Array):
+    def run(params: Any, buf: jax.Array, lengths: jax.Array, key: jax.Array,
+            encoder: dict[str, jax.Array] | None):
         rows = jnp.arange(buf.shape[0])
+        layout = {'segment_ids': jnp.ones_like(buf),
+                  'positions': jnp.broadcast_to(jnp.arange(buf.shape[1])[None], buf.shape)}
 
         def body(t, state):
             buf, logits_buf = state
-            logits = model.apply({'params': params}, buf)[:, t - 1]
+            logits = family.apply(model, params, {'inputs': buf, **layout, **(encoder or {})})
+            logits = logits[:, t - 1]
             nxt = sample_logits(logits, jax.random.fold_in(key, t), temperature, top_k, top_p)
             keep_prompt = t < lengths
             buf = buf.at[:, t].set(jnp.where(keep_prompt, buf[:, t], nxt.astype(buf.dtype)))
@@ -271,16 +315,36 @@ def _full_decoder(model: nn.Module, temperature: float, top_k: int, top_p: float
     return run
 
 
-def _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
-              with_logits):
-    lengths = _check(model, prompts, max_new_tokens)
-    total = int(lengths.max()) + max_new_tokens
-    buf = np.zeros((len(prompts), total), np.int32)
+def _right_padded(prompts: Sequence[Sequence[int]], length: int) -> np.ndarray:
+    buf = np.zeros((len(prompts), length), np.int32)
     for i, p in enumerate(prompts):
         buf[i, :len(p)] = p
+    return buf
+
+
+def _encoder_fields(prompts: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    """The right-padded prompts as the encoder-decoder family's encoder batch fields."""
+    lengths = np.array([len(p) for p in prompts])
+    positions = np.broadcast_to(np.arange(lengths.max())[None], (len(prompts), lengths.max()))
+    return {'encoder_inputs': _right_padded(prompts, int(lengths.max())),
+            'encoder_segment_ids': (positions < lengths[:, None]).astype(np.int32),
+            'encoder_positions': positions.astype(np.int32)}
+
+
+def _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
+              with_logits):
+    _check(model, prompts, max_new_tokens)
+    family = registry.causal_lm(model.cfg)
+    encoder = None
+    if family.decoder_start is not None:  # the prompts go to the encoder
+        encoder = _encoder_fields(prompts)
+        prompts = [[family.decoder_start]] * len(prompts)
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    buf = _right_padded(prompts, int(lengths.max()) + max_new_tokens)
     run = _full_decoder(model, float(temperature), int(top_k), float(top_p), with_logits,
                         max_new_tokens)
-    out, logits = run(params, jnp.asarray(buf), jnp.asarray(lengths), jax.random.PRNGKey(seed))
+    out, logits = run(params, jnp.asarray(buf), jnp.asarray(lengths), jax.random.PRNGKey(seed),
+                      encoder)
     out = np.asarray(out)
     out = np.stack([out[i, n:n + max_new_tokens] for i, n in enumerate(lengths)])
     return out, None if logits is None else np.asarray(logits)
@@ -297,8 +361,9 @@ def generate_with_logits(model: nn.Module, params: Any, prompts: Sequence[Sequen
     was sampled from: arrays [batch, max_new_tokens] and [batch, max_new_tokens, vocab]."""
     check_sampling(temperature, top_k, top_p)
     if use_cache:
-        return _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
-                           seed, _stop_array(None, None), True, mesh, rules)
+        out, _, logits = _run_cached(model, params, prompts, max_new_tokens, temperature, top_k,
+                                     top_p, seed, _stop_array(None, None), True, mesh, rules)
+        return out, logits
     return _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p, seed,
                      True)
 
@@ -321,10 +386,29 @@ def generate(model: nn.Module, params: Any, prompts: Sequence[Sequence[int]], *,
     check_sampling(temperature, top_k, top_p)
     stop_ids = _stop_array(eos_id, stop_token_ids)
     if use_cache:
-        out, _ = _run_cached(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
-                             seed, stop_ids, False, mesh, rules)
+        out, _, _ = _run_cached(model, params, prompts, max_new_tokens, temperature, top_k,
+                                top_p, seed, stop_ids, False, mesh, rules)
     else:
         out, _ = _run_full(model, params, prompts, max_new_tokens, temperature, top_k, top_p,
                            seed, False)
     real_stops = stop_ids[stop_ids >= 0]
     return [_cut(row.tolist(), real_stops, stop_sequences) for row in out]
+
+
+def generate_with_logprobs(model: nn.Module, params: Any, prompts: Sequence[Sequence[int]], *,
+                           max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
+                           eos_id: int | None = None,
+                           stop_token_ids: Sequence[int] | None = None, mesh: Any = None,
+                           rules: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rollouts for reinforcement learning, through the KV cache: the new tokens [batch,
+    max_new_tokens], the log-probability of each under softmax(logits / temperature) (see
+    `sampled_logprobs`; no top-k / top-p, so the sampled distribution is the one trained), and
+    each row's completion length [batch], which counts its first stop token. Entries past a
+    row's length are meaningless."""
+    check_sampling(temperature, 0, 1.0)
+    stop_ids = _stop_array(eos_id, stop_token_ids)
+    out, logps, _ = _run_cached(model, params, prompts, max_new_tokens, temperature, 0, 1.0,
+                                seed, stop_ids, False, mesh, rules)
+    stopped_BxN = np.isin(out, stop_ids[stop_ids >= 0])
+    first_B = np.where(stopped_BxN.any(axis=1), stopped_BxN.argmax(axis=1) + 1, max_new_tokens)
+    return out, logps, first_B.astype(np.int32)

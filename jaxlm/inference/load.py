@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -26,6 +27,7 @@ from jaxlm.data.tokenizers import (
     SentencePieceTokenizer,
     Tokenizer,
 )
+from jaxlm.models import lora as lora_lib
 from jaxlm.models import params as param_lib
 from jaxlm.models.registry import build_model
 
@@ -58,10 +60,41 @@ def load_run(workdir: str, checkpoint: str | None = None, *,
     if checkpoint is None and not has_checkpoints(directory):
         raise CheckpointError(f'{workdir} has no checkpoint yet ({directory} holds no step): '
                               'train it first, or pass --checkpoint')
-    abstract = param_lib.abstract(model, cfg.data.seq_len, local_device())
-    step, params = restore_params(directory, abstract, step=step)
+    step, params = restore_model_params(cfg, model, directory, step)
     _require_finite(params, os.path.join(directory, str(step)))
     return LoadedRun(cfg, model, run_tokenizer(workdir, cfg), params, step, workdir)
+
+
+def restore_model_params(cfg: ml_collections.ConfigDict, model: nn.Module, directory: str,
+                         step: int | None) -> tuple[int, Any]:
+    """(step, the model's parameters) of checkpoint `step` of `directory` on the first local
+    device. A LoRA run's own checkpoints hold adapters only: they are merged into the frozen
+    base read from its `init_params_from` (jaxlm/models/lora.py)."""
+    abstract = param_lib.abstract(model, cfg.data.seq_len, local_device())
+    lora = lora_lib.LoraConfig.from_config(cfg.lora) if 'lora' in cfg else None
+    base_dir = split_checkpoint_path(cfg.init_params_from)[0] if cfg.init_params_from else ''
+    if lora is None or os.path.abspath(directory) == os.path.abspath(base_dir):
+        return restore_params(directory, abstract, step=step)
+    base_step = split_checkpoint_path(cfg.init_params_from)[1]
+    _, base = restore_params(base_dir, abstract, step=base_step)
+    step, adapters = restore_adapters(cfg, model, lora, directory, step)
+    return step, jax.jit(functools.partial(lora_lib.merge, lora=lora))(base, adapters)
+
+
+def restore_adapters(cfg: ml_collections.ConfigDict, model: nn.Module,
+                     lora: lora_lib.LoraConfig, directory: str,
+                     step: int | None) -> tuple[int, Any]:
+    """(step, LoRA adapters) of a LoRA run's checkpoint, on the first local device."""
+    abstract = param_lib.abstract(model, cfg.data.seq_len, local_device())
+    specs = param_lib.logical_specs(model, cfg.data.seq_len)
+    adapters = jax.eval_shape(functools.partial(
+        lora_lib.init_adapters, jax.random.key(0), abstract, specs, lora))
+    adapters = jax.tree.map(functools.partial(_on, local_device()), adapters)
+    return restore_params(directory, adapters, step=step)
+
+
+def _on(sharding: Any, a: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
 
 
 def _all_finite(x: jax.Array) -> jax.Array:
@@ -109,6 +142,6 @@ def run_tokenizer(workdir: str, cfg: ml_collections.ConfigDict) -> Tokenizer:
     path = os.path.join(workdir, TOKENIZER_FILE)
     if os.path.exists(path):
         return SentencePieceTokenizer(path)
-    if cfg.data.tokenizer.kind == 'byte':
-        return ByteTokenizer()
+    if cfg.data.tokenizer.kind == 'byte' and cfg.data.get('source') != 'mixture':
+        return ByteTokenizer()  # a chat run's has the chat markers: tokenizer_only builds it
     return tokenizer_only(cfg.data)

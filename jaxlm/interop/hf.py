@@ -557,10 +557,15 @@ def to_hf(workdir: str, out_dir: str, *, checkpoint: str | None = None,
     check_target(out_dir, workdir, 'Hugging Face model', HF_MARKERS, overwrite)
     abstract = traverse_util.flatten_dict(param_lib.abstract(
         build_model(cfg), cfg.data.seq_len, load.local_device()))
+    merged = None
+    if cfg.get('lora', {}).get('rank'):  # adapters over a base: merged once, in memory
+        merged = load.restore_model_params(cfg, build_model(cfg), directory, step)[1]
 
     def read(paths: tuple[Path, ...]) -> list[np.ndarray]:
-        target = traverse_util.unflatten_dict({p: abstract[p] for p in paths})
-        _, params = restore_params(directory, target, step)
+        params = merged
+        if params is None:
+            target = traverse_util.unflatten_dict({p: abstract[p] for p in paths})
+            _, params = restore_params(directory, target, step)
         return [np.asarray(_get(params, p)) for p in paths]
 
     base_path = os.path.join(workdir, HF_CONFIG_COPY)

@@ -107,21 +107,49 @@ class CachedAttention(Attention):
         return out, layer_kv
 
 
+class CachedCrossAttention(Attention):
+    """Cross-attention (same parameters as `Attention` with `kv_BxTxD`) whose keys and values
+    are projected once per sequence: decoding reuses them at every step."""
+
+    @nn.compact
+    def __call__(self, x_BxSxD: jax.Array, layer_kv: LayerKV, mask: jax.Array,
+                 kv_BxTxD: jax.Array | None = None) -> tuple[jax.Array, LayerKV]:
+        """With `kv_BxTxD` (the encoder output) its keys and values are projected and returned
+        as the new `layer_kv`; without, `layer_kv`'s are used. `mask`: [B, 1, 1, S, T]."""
+        q_BxSxHxDh = _queries(self, x_BxSxD)
+        if kv_BxTxD is not None:
+            layer_kv = LayerKV(*_keys_values(self, kv_BxTxD))
+        out = _attend(self, q_BxSxHxDh, layer_kv.key, layer_kv.value, mask, None, True,
+                      x_BxSxD.shape[-1])
+        return out, layer_kv
+
+
+def _qk_norm(layer: Attention, name: str) -> RMSNorm:
+    return RMSNorm(layer.norm_eps, scale_axis='head_dim', dtype=layer.dtype,
+                   param_dtype=layer.param_dtype, name=name)
+
+
+def _queries(layer: Attention, x_BxLxD: jax.Array) -> jax.Array:
+    """Queries from `x`, QK-normed (not rotated)."""
+    q_BxLxHxDh = _projection(layer, layer.head_dim, layer.num_heads, 'heads', 'query')(x_BxLxD)
+    return _qk_norm(layer, 'query_norm')(q_BxLxHxDh) if layer.qk_norm else q_BxLxHxDh
+
+
+def _keys_values(layer: Attention, x_BxTxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keys (QK-normed, not rotated) and values from `x`."""
+    proj = functools.partial(_projection, layer, layer.head_dim, layer.num_kv_heads, 'kv_heads')
+    k_BxTxKxDh = proj('key')(x_BxTxD)
+    if layer.qk_norm:
+        k_BxTxKxDh = _qk_norm(layer, 'key_norm')(k_BxTxKxDh)
+    return k_BxTxKxDh, proj('value')(x_BxTxD)
+
+
 def _project(layer: Attention, x_BxLxD: jax.Array, positions_BxL: jax.Array,
              kv_BxTxD: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Queries from `x`, keys and values from `kv_BxTxD` (else `x`), QK-normed and (self-
     attention) rotated; called inside `layer`'s compact `__call__`."""
-    h, k, dh = layer.num_heads, layer.num_kv_heads, layer.head_dim
-    proj = functools.partial(_projection, layer, dh)
-    q_BxLxHxDh = proj(h, 'heads', 'query')(x_BxLxD)
-    source_BxTxD = x_BxLxD if kv_BxTxD is None else kv_BxTxD
-    k_BxTxKxDh = proj(k, 'kv_heads', 'key')(source_BxTxD)
-    v_BxTxKxDh = proj(k, 'kv_heads', 'value')(source_BxTxD)
-    if layer.qk_norm:
-        norm = functools.partial(RMSNorm, layer.norm_eps, scale_axis='head_dim',
-                                 dtype=layer.dtype, param_dtype=layer.param_dtype)
-        q_BxLxHxDh = norm(name='query_norm')(q_BxLxHxDh)
-        k_BxTxKxDh = norm(name='key_norm')(k_BxTxKxDh)
+    q_BxLxHxDh = _queries(layer, x_BxLxD)
+    k_BxTxKxDh, v_BxTxKxDh = _keys_values(layer, x_BxLxD if kv_BxTxD is None else kv_BxTxD)
     if layer.use_rope and kv_BxTxD is None:
         q_BxLxHxDh = rope(q_BxLxHxDh, positions_BxL, layer.rope_theta, layer.rope_scaling)
         k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxL, layer.rope_theta, layer.rope_scaling)

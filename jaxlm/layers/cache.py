@@ -5,7 +5,8 @@ its tokens to slots [index, index + S) of every row. Each slot remembers the pos
 token it holds (-1 = empty or padding), so left- or right-padded rows of different lengths each
 attend to exactly their own tokens. A paged cache for serving would be another type with the
 same three steps (`begin`, per-layer `LayerKV.write`, `end`) used by the decode modules
-(`jaxlm/models/decoder.py:CachedTransformer`); the training forward never sees a cache.
+(`jaxlm/models/decoder.py:CachedTransformer`, and for the self-attention of
+`jaxlm/models/encoder_decoder.py:CachedEncoderDecoder`); the training forward never sees a cache.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxlm.layers.attention import Attention, CachedAttention
+from jaxlm.layers.attention import Attention, CachedAttention, CachedCrossAttention
 from jaxlm.layers.cache import CacheView, LayerKV
 from jaxlm.layers.mlp import MLP
 from jaxlm.layers.norms import make_norm
@@ -76,6 +76,27 @@ class CachedBlock(Block):
             bias_BxHxSxT)
         x_BxSxD = constrain(x_BxSxD + h_BxSxD, _ACT)
         return mlp_residual(self, x_BxSxD), layer_kv
+
+
+class CachedCrossBlock(Block):
+    """The encoder-decoder's decoder block over one layer's self-attention KV cache and its
+    cross-attention keys/values (projected from `encoded_BxTxD` when given, else reused): returns
+    (x, (the layer's new self-attention cache, its cross-attention keys/values))."""
+
+    @nn.compact
+    def __call__(self, x_BxSxD: jax.Array, positions_BxS: jax.Array,
+                 bias_BxHxSxT: jax.Array | None, view: CacheView, cross_mask: jax.Array,
+                 encoded_BxTxD: jax.Array | None, layer_kv: LayerKV, cross_kv: LayerKV
+                 ) -> tuple[jax.Array, tuple[LayerKV, LayerKV]]:
+        h_BxSxD, layer_kv = self.attention('attention', True, CachedAttention)(
+            norm(self.cfg, 'attention_norm')(x_BxSxD), positions_BxS, layer_kv, view,
+            bias_BxHxSxT)
+        x_BxSxD = constrain(x_BxSxD + h_BxSxD, _ACT)
+        h_BxSxD, cross_kv = self.attention('cross_attention', False, CachedCrossAttention)(
+            norm(self.cfg, 'cross_attention_norm')(x_BxSxD), cross_kv, cross_mask,
+            encoded_BxTxD)
+        x_BxSxD = constrain(x_BxSxD + h_BxSxD, _ACT)
+        return mlp_residual(self, x_BxSxD), (layer_kv, cross_kv)
 
 
 def mlp_residual(block: Block, x_BxLxD: jax.Array) -> jax.Array:

@@ -87,6 +87,14 @@ class CachedTransformer(Transformer):
             x_BxSxD = x_BxSxD[:, -1:]
         return self.head(self, norm(c, 'final_norm')(x_BxSxD), embed), cache.end(view, layers)
 
+    def prefill(self, prompt_BxP: jax.Array, positions_BxP: jax.Array, cache_len: int
+                ) -> tuple[jax.Array, KVCache, jax.Array]:
+        """The prompts written to a fresh cache of `cache_len` slots: (the logits of each row's
+        next token [B, V], the cache, that token's position [B])."""
+        cache = init_cache(self.cfg, prompt_BxP.shape[0], cache_len)
+        logits_Bx1xV, cache = self(prompt_BxP, cache, positions_BxP, last_only=True)
+        return logits_Bx1xV[:, -1], cache, jnp.max(positions_BxP, axis=1) + 1
+
 
 def embed_tokens(model: Transformer, tokens_BxL: jax.Array, positions_BxL: jax.Array,
                  deterministic: bool) -> tuple[jax.Array, Embed]:

@@ -9,6 +9,11 @@ causal and cross-attends to the encoder tokens of its own example, never to enco
 
 Parameters: token_embed, encoder/{relative_bias, layers, final_norm}, decoder/{relative_bias,
 layers, final_norm}, and lm_head unless the embeddings are tied.
+
+`CachedEncoderDecoder`, with the same parameters, decodes: `prefill` encodes the prompt once and
+projects every decoder layer's cross-attention keys and values from it once; each step then feeds
+decoder tokens through a `KVCache` (jaxlm/layers/cache.py) for the self-attention, as the
+decoder-only model does, and reuses those keys and values (`EncoderDecoderCache`).
 """
 
 from __future__ import annotations
@@ -16,19 +21,32 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
+import jax.numpy as jnp
 
+from jaxlm.layers.attention import cross_attention_mask
+from jaxlm.layers.cache import CacheView, KVCache, LayerKV
 from jaxlm.layers.embeddings import Embed
 from jaxlm.layers.pipeline import NO_PIPELINE, LayerStack, PipelineSchedule
 from jaxlm.layers.positions import RelativePositionBias
 from jaxlm.models import hf_specs as hfs
-from jaxlm.models.blocks import Block, block_params, norm, norm_params, remat_block
+from jaxlm.models.blocks import (
+    Block,
+    CachedCrossBlock,
+    block_params,
+    norm,
+    norm_params,
+    remat_block,
+)
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.family import Batch, Field, ModelFamily, default_layout, dummy_tokens
 from jaxlm.models.heads import LMHead
 from jaxlm.sharding import constrain
 
 _ACT = ('batch', 'length', 'act_embed')
+# T5 starts every decoder sequence with the pad id 0 (the targets shifted right).
+DECODER_START = 0
 
 
 def _relative_bias(c: ModelConfig, bidirectional: bool) -> RelativePositionBias:
@@ -115,6 +133,89 @@ class EncoderDecoder(nn.Module):
         return self.head(self, y_BxLxD, embed)
 
 
+@flax.struct.dataclass
+class EncoderDecoderCache:
+    """What decoding carries from step to step: the decoder's self-attention `KVCache`, every
+    layer's cross-attention keys and values of the encoded prompt ([layers, B, P, K, Dh],
+    projected once) and the prompt's encoder segment ids ([B, P], 0 = padding)."""
+
+    self_attention: KVCache
+    cross: LayerKV
+    encoder_segment_ids: jax.Array
+
+
+class CachedDecoder(nn.Module):
+    """The decoder stack over an `EncoderDecoderCache`, deterministic."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, y_BxSxD: jax.Array, positions_BxS: jax.Array, view: CacheView,
+                 cache: EncoderDecoderCache, encoded_BxPxD: jax.Array | None
+                 ) -> tuple[jax.Array, LayerKV, LayerKV]:
+        """(normed outputs, new self-attention layers, cross-attention keys/values); these are
+        projected from `encoded_BxPxD` when given (prefill), else taken from the cache."""
+        c = self.cfg
+        bias = _relative_bias(c, bidirectional=False)(positions_BxS, view.key_positions)
+        cross_mask = cross_attention_mask(jnp.ones_like(positions_BxS),
+                                          cache.encoder_segment_ids)
+        stack = nn.scan(CachedCrossBlock, variable_axes={'params': 0},
+                        split_rngs={'params': True},
+                        in_axes=(nn.broadcast,) * 5 + (0, 0), length=c.num_layers,
+                        metadata_params={nn.PARTITION_NAME: 'layers'})
+        y_BxSxD, (layers, cross) = stack(c, True, True, True, False, name='layers')(
+            y_BxSxD, positions_BxS, bias, view, cross_mask, encoded_BxPxD,
+            cache.self_attention.layers.constrained(), cache.cross.constrained())
+        return norm(c, 'final_norm')(y_BxSxD), layers, cross
+
+
+class CachedEncoderDecoder(EncoderDecoder):
+    """The decode path: the same parameters over an `EncoderDecoderCache`."""
+
+    @nn.compact
+    def __call__(self, tokens_BxS: jax.Array, cache: EncoderDecoderCache,
+                 positions_BxS: jax.Array, last_only: bool = False,
+                 prompt_BxP: jax.Array | None = None
+                 ) -> tuple[jax.Array, EncoderDecoderCache]:
+        """Decoder tokens at `positions_BxS` written to the self-attention cache as
+        `CachedTransformer` writes them; with `prompt_BxP` (prefill) the prompt is encoded first,
+        its padding where `cache.encoder_segment_ids` is 0. Returns (logits, updated cache)."""
+        c = self.cfg
+        embed = Embed(c.vocab_size, c.d_model, init_std=c.init_std, dtype=c.dtype,
+                      param_dtype=c.param_dtype, name='token_embed')
+        encoded_BxPxD = None
+        if prompt_BxP is not None:
+            seg_BxP = cache.encoder_segment_ids
+            pos_BxP = jnp.maximum(jnp.cumsum(seg_BxP != 0, axis=1) - 1, 0)
+            encoded_BxPxD = Encoder(c, name='encoder')(constrain(embed(prompt_BxP), _ACT),
+                                                       seg_BxP, pos_BxP, True)
+        view = cache.self_attention.begin(positions_BxS.astype(jnp.int32))
+        y_BxSxD, layers, cross = CachedDecoder(c, name='decoder')(
+            constrain(embed(tokens_BxS), _ACT), jnp.maximum(view.query_positions, 0), view,
+            cache, encoded_BxPxD)
+        if last_only:
+            y_BxSxD = y_BxSxD[:, -1:]
+        cache = EncoderDecoderCache(cache.self_attention.end(view, layers), cross,
+                                    cache.encoder_segment_ids)
+        return self.head(self, y_BxSxD, embed), cache
+
+    def prefill(self, prompt_BxP: jax.Array, positions_BxP: jax.Array, cache_len: int
+                ) -> tuple[jax.Array, EncoderDecoderCache, jax.Array]:
+        """The prompts encoded (padding at position -1) and the decoder's start token fed at
+        position 0 of a fresh cache of `cache_len` slots: (the logits of each row's first
+        generated token [B, V], the cache, the next decoder position [B], all 1)."""
+        c = self.cfg
+        b, p = prompt_BxP.shape
+        cross = jnp.zeros((c.num_layers, b, p, c.num_kv_heads, c.head_dim), c.dtype)
+        cache = EncoderDecoderCache(
+            KVCache.empty(c.num_layers, b, cache_len, c.num_kv_heads, c.head_dim, c.dtype),
+            LayerKV(cross, cross), (positions_BxP >= 0).astype(jnp.int32))
+        start_Bx1 = jnp.full((b, 1), DECODER_START, jnp.int32)
+        logits_Bx1xV, cache = self(start_Bx1, cache, jnp.zeros((b, 1), jnp.int32), True,
+                                   prompt_BxP)
+        return logits_Bx1xV[:, -1], cache, jnp.ones((b,), jnp.int32)
+
+
 def count_params(cfg: ModelConfig) -> int:
     """Closed-form parameter count (a test checks it against `init` and T5.1.1's published
     sizes): the shared embedding, two stacks (layers, final norm, relative bias table each; the
@@ -150,6 +251,8 @@ class EncoderDecoderFamily(ModelFamily):
     encoder's tokens and packing layout ([B, inputs_len])."""
 
     name = 'encoder_decoder'
+    decodes = True
+    decoder_start = DECODER_START
 
     def build(self, cfg: ModelConfig, pipeline: PipelineSchedule = NO_PIPELINE
               ) -> EncoderDecoder:
@@ -181,13 +284,13 @@ class EncoderDecoderFamily(ModelFamily):
         if m.positions != 't5_relative':
             return (f"`model.positions` must be 't5_relative' for `model.architecture` = "
                     f"'encoder_decoder' (T5), got {m.positions!r}")
-        if run_cfg.eval.tasks:
-            return ("`eval.tasks` scores decoder-only models; leave it empty for "
-                    "`model.architecture` = 'encoder_decoder'")
         if d.inputs_len > m.max_seq_len:
             return (f'`data.inputs_len` ({d.inputs_len}) exceeds `model.max_seq_len` '
                     f'({m.max_seq_len})')
         return None
+
+    def decoder(self, model: nn.Module) -> CachedEncoderDecoder:
+        return CachedEncoderDecoder(model.cfg, head=model.head)
 
     # Hugging Face: T5.1.1 (T5ForConditionalGeneration with gated GELU).
 

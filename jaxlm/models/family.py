@@ -42,6 +42,13 @@ class ModelFamily(abc.ABC):
     output: str = 'vocab_logits'
     # Whether `jaxlm.inference.decode` can generate with it (it has a cached decode module).
     decodes: bool = False
+    # None: a prompt is the start of the decoder's own sequence. A token id: the prompt goes to
+    # an encoder, and the decoder starts from this token alone (T5).
+    decoder_start: int | None = None
+    # Top-level parameters (heads) that a checkpoint of another family lacks, started from the
+    # seed's initialisation when `init_params_from` names one (e.g. a decoder for PPO's value
+    # head or a reward model's score head).
+    fresh_heads: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def build(self, cfg: ModelConfig, pipeline: PipelineSchedule = NO_PIPELINE
@@ -74,8 +81,16 @@ class ModelFamily(abc.ABC):
         del run_cfg
         return None
 
+    def token_logits(self, outputs: Any) -> jax.Array:
+        """The next-token logits [B, L, V] among the model's outputs (for scoring text)."""
+        return outputs
+
     def decoder(self, model: nn.Module) -> nn.Module:
-        """The module with the same parameters that decodes over a KV cache."""
+        """The module with the same parameters that decodes over a cache. Its method
+        `prefill(prompt_BxP, positions_BxP, cache_len)` (left-padded prompts, padding at position
+        -1) returns (logits of each row's next token [B, V], the cache, the decoder position of
+        the next token fed [B]); calling it with (tokens_BxS, cache, positions_BxS) feeds tokens
+        and returns (logits [B, S, V], the updated cache)."""
         raise NotImplementedError(f'model family {self.name!r} has no cached decoding '
                                   '(registry.causal_lm refuses it first)')
 

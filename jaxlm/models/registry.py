@@ -12,7 +12,7 @@ import flax.linen as nn
 
 from jaxlm.errors import ConfigError
 from jaxlm.layers.pipeline import PipelineSchedule
-from jaxlm.models import classifier, decoder, encoder_decoder
+from jaxlm.models import classifier, decoder, encoder_decoder, policy_value, reward
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.family import ModelFamily
 
@@ -20,6 +20,8 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     decoder.FAMILY,
     encoder_decoder.FAMILY,
     classifier.FAMILY,
+    policy_value.FAMILY,
+    reward.FAMILY,
 )}
 
 
@@ -38,8 +40,9 @@ def family(model_cfg: Any) -> ModelFamily:
 
 
 def causal_lm(model_cfg: Any) -> ModelFamily:
-    """The family, if it generates and scores text left to right (jaxlm.sample, jaxlm.eval);
-    ConfigError naming the architecture otherwise."""
+    """The family, if it generates and scores text left to right (jaxlm.sample, jaxlm.eval),
+    with its decoder alone or conditioned on an encoded prompt (T5); ConfigError naming the
+    architecture otherwise."""
     found = family(model_cfg)
     if not found.decodes:
         able = [name for name, f in FAMILIES.items() if f.decodes]

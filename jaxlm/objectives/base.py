@@ -33,13 +33,16 @@ class DataTransform:
     examples, stats about them); `noise(example, rng)`: an optional per-example random map (its
     generator comes from grain per index, so it resumes exactly); `lengths`: the packed row
     length of every example feature; `to_batch`: packing's outputs -> the objective's batch
-    fields; `stats`: what it reports about itself."""
+    fields; `stats`: what it reports about itself. `packed`: `examples` returns rows already
+    packed (dicts of [seq_len] arrays, e.g. best-fit decreasing done once), which the pipeline
+    only shuffles every epoch and batches."""
 
     examples: Callable[[Any], tuple[Sequence[Any], dict]]
     lengths: dict[str, int]
     to_batch: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     noise: Callable[[Any, np.random.Generator], Example] | None = None
     stats: dict = dataclasses.field(default_factory=dict)
+    packed: bool = False
 
 
 @flax.struct.dataclass
@@ -59,6 +62,9 @@ class Objective(abc.ABC):
     name: str = ''
     # The model output its loss reads (a family's `output`).
     output: str = 'vocab_logits'
+    # Whether its loss compares against the frozen initial model (DPO's reference): the train
+    # step then passes that model's outputs on the same batch as `reference`.
+    uses_reference: bool = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> Objective:
@@ -84,5 +90,6 @@ class Objective(abc.ABC):
         raise NotImplementedError(f'objective {self.name!r} has no data transform')
 
     @abc.abstractmethod
-    def loss(self, outputs: jax.Array, batch: Batch) -> LossSums:
-        """The loss sums of one (micro)batch from the model's output."""
+    def loss(self, outputs: Any, batch: Batch, reference: Any = None) -> LossSums:
+        """The loss sums of one (micro)batch from the model's output (and the reference
+        model's, when `uses_reference`)."""

@@ -81,7 +81,8 @@ class LanguageModeling(Objective):
             examples=functools.partial(chunk_examples, bos_id=tokenizer.bos_id, seq_len=seq_len),
             lengths={'inputs': seq_len, 'targets': seq_len}, to_batch=packed_to_batch)
 
-    def loss(self, outputs: jax.Array, batch: Batch) -> LossSums:
+    def loss(self, outputs: jax.Array, batch: Batch, reference: Any = None) -> LossSums:
+        del reference
         loss, z_loss, weight = cross_entropy_sums(outputs, batch['targets'], batch['loss_mask'],
                                                   self.z_loss_weight)
         return LossSums(loss, weight, {'z_loss': z_loss})

@@ -49,17 +49,19 @@ RESUMABLE_CHANGES = (
     'optimizer.grad_accum_steps', 'optimizer.z_loss_weight')
 
 
-def check_same_run(saved_config: str, cfg: ml_collections.ConfigDict) -> None:
+def check_same_run(saved_config: str, cfg: ml_collections.ConfigDict,
+                   fixed: tuple[str, ...] = ()) -> None:
     """Raises a ConfigError naming every field of `cfg` that differs from the run's saved
-    `config.json` and that a resumed run may not change (see RESUMABLE_CHANGES). Fields the saved
-    config lacks (added to the schema since) are not compared."""
+    `config.json` and that a resumed run may not change (see RESUMABLE_CHANGES; `fixed` names
+    fields that this run may not change although others may). Fields the saved config lacks
+    (added to the schema since) are not compared."""
     if not os.path.exists(saved_config):
         return
     with open(saved_config) as f:
         saved = _flat(json.load(f))
     new = _flat(json.loads(cfg.to_json_best_effort()))
     differ = [f'{k}: {saved[k]!r} -> {v!r}' for k, v in sorted(new.items())
-              if k in saved and saved[k] != v and not _resumable(k)]
+              if k in saved and saved[k] != v and (k in fixed or not _resumable(k))]
     if differ:
         workdir = os.path.dirname(saved_config)
         raise ConfigError(
@@ -112,15 +114,17 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_iter: Any, meta: dict[str, Any]) -> None:
+    def save(self, step: int, state: Any, data_iter: Any | None, meta: dict[str, Any]) -> None:
+        """Saves `state`, `meta` and the grain iterator (None: a run whose data position is in
+        `meta`, such as the RL loop's prompt stream)."""
         self.wait()  # the previous save's manifest first
         storage.check_writable(self.directory, storage.local_bytes(state))
         self._unsealed.append(step)
+        items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        if data_iter is not None:
+            items['data'] = grain.checkpoint.CheckpointSave(data_iter)
         with storage.write_errors_named(self.directory):
-            self._manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=grain.checkpoint.CheckpointSave(data_iter),
-                meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore_latest(self, target: Any, data_iter: Any | None) -> tuple[int, Any, dict] | None:
         """Restores the newest readable checkpoint into `target` (abstract arrays carrying the

@@ -23,14 +23,23 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxlm import config as config_lib
 from jaxlm import sharding
-from jaxlm.checkpoints import has_checkpoints, restore_params, split_checkpoint_path
+from jaxlm.checkpoints import (
+    has_checkpoints,
+    restore_params,
+    saved_vocab_size,
+    split_checkpoint_path,
+)
 from jaxlm.data import pipeline as data_pipeline
 from jaxlm.data import shards
 from jaxlm.data.pipeline import DataPipeline
-from jaxlm.data.tokenizers import TOKENIZER_FILE
+from jaxlm.data.tokenizers import TOKENIZER_FILE, Tokenizer
 from jaxlm.distributed import describe_processes
+from jaxlm.errors import ConfigError
+from jaxlm.inference.load import local_device
+from jaxlm.models import lora as lora_lib
 from jaxlm.models import registry
 from jaxlm.models.family import ModelFamily
+from jaxlm.models.vocab import EMBEDDING, LM_HEAD, grow_vocab
 from jaxlm.objectives import registry as objectives
 from jaxlm.objectives.base import Objective
 from jaxlm.trainer import metrics as metrics_lib
@@ -42,11 +51,13 @@ from jaxlm.trainer.state import (
     abstract_state,
     check_divisible,
     init_state,
+    seed_params,
     state_from_params,
     state_shardings,
     with_shardings,
 )
 from jaxlm.trainer.step import NonFiniteGuard, make_eval_step, make_train_step
+from jaxlm.trainer.tuning import Tuning, checkpointed, weights
 from jaxlm.trainer.workdir_lock import WorkdirLock
 
 
@@ -79,6 +90,12 @@ class TrainingSetup:
     abstract_batch: dict[str, jax.ShapeDtypeStruct]
     train_step: Any  # the AOT-compiled step
     compile_seconds: float
+    tuning: Tuning
+
+    @property
+    def abstract_base(self) -> Any:
+        """The model's parameters (abstract, with their shardings)."""
+        return self.abstract_state.get('frozen', self.abstract_state['params'])
 
     @property
     def apply_fn(self) -> Callable[..., jax.Array]:
@@ -95,27 +112,29 @@ def compile_training(cfg: ml_collections.ConfigDict, devices: Sequence[jax.Devic
     model = registry.build_model(cfg, mesh_shape)
     family, objective = registry.family(cfg.model), objectives.build(cfg)
     tx = make_optimizer(cfg.optimizer)
+    tuning = Tuning.from_config(cfg, objective)
     seq_len = cfg.data.seq_len
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         check_divisible(model, mesh, rules, seq_len)
-        state_sh = state_shardings(model, tx, mesh, rules, seq_len)
+        state_sh = state_shardings(model, tx, mesh, rules, seq_len, tuning)
         batch_sh = sharding.batch_sharding(mesh, rules)
-        abstract = with_shardings(abstract_state(model, tx, seq_len), state_sh)
+        abstract = with_shardings(abstract_state(model, tx, seq_len, tuning), state_sh)
         abstract_batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sh)
                           for k, (shape, dtype) in batch_shapes(cfg).items()}
         t0 = time.perf_counter()
         step_fn = make_train_step(functools.partial(family.apply, model), objective, tx,
                                   make_schedule(cfg.optimizer), cfg.optimizer.grad_accum_steps,
-                                  deterministic=cfg.model.dropout_rate == 0.0)
+                                  deterministic=cfg.model.dropout_rate == 0.0, tuning=tuning)
         compiled = jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
                            out_shardings=(state_sh, None),
                            donate_argnums=0).lower(abstract, abstract_batch).compile()
         compile_s = time.perf_counter() - t0
     return TrainingSetup(mesh, rules, model, family, objective, tx, state_sh, batch_sh, abstract,
-                         abstract_batch, compiled, compile_s)
+                         abstract_batch, compiled, compile_s, tuning)
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
+    """Prints on process 0."""
     if jax.process_index() == 0:
         print(msg, flush=True)
 
@@ -125,15 +144,21 @@ def _global_batch(local: dict[str, np.ndarray], batch_sharding: Any) -> dict[str
             for k, v in local.items()}
 
 
-def evaluate(eval_fn: Any, params: Any, batches: list[dict[str, jax.Array]]) -> dict[str, float]:
+def evaluate(eval_fn: Any, weights: Any, batches: list[dict[str, jax.Array]]
+             ) -> dict[str, float]:
+    """Held-out loss (and its perplexity) and the objective's metrics, over all `batches`."""
     loss_sum = tokens = 0.0
+    metric_sums: dict[str, float] = {}
     for b in batches:
-        out = jax.device_get(eval_fn(params, b))
+        out = jax.device_get(eval_fn(weights, b))
         loss_sum += float(out['loss_sum'])
         tokens += float(out['num_tokens'])
-    loss = loss_sum / max(tokens, 1.0)
+        for k, v in out['metric_sums'].items():
+            metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+    denom = max(tokens, 1.0)
+    loss = loss_sum / denom
     return {'eval_loss': loss, 'eval_perplexity': math.exp(min(loss, 80.0)),
-            'eval_tokens': tokens}
+            'eval_tokens': tokens, **{f'eval_{k}': v / denom for k, v in metric_sums.items()}}
 
 
 # (step, model, params, tokenizer) -> scalars to log; the CLI builds one from `config.eval` so
@@ -181,10 +206,10 @@ class _Run:
 def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Device],
            mesh_shape: dict[str, int], eval_hook: EvalHook | None,
            fresh: bool) -> dict[str, Any]:
-    _start_or_resume(cfg, workdir, fresh)
+    start_or_resume(cfg, workdir, fresh)
     data = build_data(cfg, jax.process_index(), jax.process_count())
     config_lib.check_vocab(cfg, data.tokenizer.vocab_size)
-    _say(f'data: {json.dumps(data.stats, sort_keys=True)}')
+    say(f'data: {json.dumps(data.stats, sort_keys=True)}')
     setup = compile_training(cfg, devices, mesh_shape)
 
     with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules), \
@@ -195,7 +220,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
         stack.callback(ckpt.wait)  # first (last in): saves made stay complete, whatever stops us
         start_step, state, skipped = _restore_or_init(cfg, setup, ckpt, data)
         if jax.process_index() == 0:  # only once the checkpoints are known to fit this config
-            _write_run_files(cfg, workdir, data)
+            write_run_files(cfg, workdir, data.tokenizer)
         # A read-only or too full checkpoint directory fails now, not after the first interval.
         storage.check_writable(ckpt.directory, storage.local_bytes(state))
         run = _Run(cfg, setup, data, ckpt,
@@ -204,7 +229,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
                    *_banner(cfg, setup, devices))
         summary = _loop(run, state, start_step, stack.enter_context(stop_notice()))
         run.writer.close()
-    _say(f'workdir: {workdir}')
+    say(f'workdir: {workdir}')
     return {**summary, 'workdir': workdir}
 
 
@@ -212,27 +237,82 @@ def _restore_or_init(cfg: ml_collections.ConfigDict, setup: TrainingSetup, ckpt:
                      data: DataPipeline) -> tuple[int, Any, int]:
     """(start step, state, skipped steps so far): the workdir's latest checkpoint (with the data
     iterator), else the parameters of `init_params_from` with a fresh optimizer, else a fresh
-    initialisation."""
-    restored = ckpt.restore_latest(setup.abstract_state, data.train_iter)
+    initialisation. Frozen parameters (tuning.py) always come from `init_params_from`."""
+    restored = ckpt.restore_latest(checkpointed(setup.abstract_state), data.train_iter)
     if restored is not None:
         start_step, state, meta = restored
-        _say(f'resumed from {ckpt.directory}/{start_step}')
+        say(f'resumed from {ckpt.directory}/{start_step}')
+        if setup.tuning.keep_frozen:
+            state['frozen'] = init_params(cfg, setup)
         return start_step, state, meta.get('skipped_steps', 0)
     if cfg.init_params_from:
-        directory, step = split_checkpoint_path(cfg.init_params_from)
-        params_step, params = restore_params(directory, setup.abstract_state['params'], step)
-        _say(f'initialised parameters from {directory} (step {params_step}); fresh optimizer')
-        return 0, state_from_params(params, setup.tx, cfg.seed, setup.state_shardings), 0
+        state = state_from_params(init_params(cfg, setup), setup.tx, cfg.seed,
+                                  setup.state_shardings, setup.tuning, setup.model,
+                                  cfg.data.seq_len)
+        return 0, state, 0
     return 0, init_state(setup.model, setup.tx, cfg.seed, cfg.data.seq_len,
-                         setup.state_shardings), 0
+                         setup.state_shardings, setup.tuning), 0
 
 
-def _write_run_files(cfg: ml_collections.ConfigDict, workdir: str, data: DataPipeline) -> None:
+def init_params(cfg: ml_collections.ConfigDict, setup: TrainingSetup) -> Any:
+    """The model parameters a fresh run starts from, on the run's shardings: the seed's
+    initialisation, or those of `init_params_from` (with the family's `fresh_heads` from the
+    seed's)."""
+    shardings = jax.tree.map(lambda a: a.sharding, setup.abstract_base)
+    seeded = functools.partial(seed_params, setup.model, cfg.seed, cfg.data.seq_len)
+    if not cfg.init_params_from:
+        return jax.jit(seeded, out_shardings=shardings)()
+    fresh = setup.family.fresh_heads
+    params = _restore_init_params(cfg, {k: v for k, v in setup.abstract_base.items()
+                                        if k not in fresh})
+    if fresh:
+        init = jax.jit(seeded, out_shardings=shardings)()
+        params = {**params, **{k: init[k] for k in fresh}}
+        say(f'started {", ".join(fresh)} from the seed\'s initialisation')
+    return params
+
+
+def _restore_init_params(cfg: ml_collections.ConfigDict, target: Any) -> Any:
+    """The parameters `target` names of `init_params_from`. A checkpoint with a smaller
+    vocabulary (a chat fine-tune adding special tokens) grows to the config's, every existing
+    row unchanged (jaxlm/models/vocab.py)."""
+    directory, step = split_checkpoint_path(cfg.init_params_from)
+    saved_rows = saved_vocab_size(directory, step)
+    if saved_rows is None or saved_rows == cfg.model.vocab_size:
+        params_step, params = restore_params(directory, target, step)
+    else:
+        if saved_rows > cfg.model.vocab_size or cfg.lora.rank:
+            raise ConfigError(
+                f'`init_params_from` {cfg.init_params_from} has a vocabulary of {saved_rows} '
+                f'tokens and `model.vocab_size` is {cfg.model.vocab_size}: it can only grow, '
+                'and not under LoRA (new rows would stay untrained)')
+        host = jax.tree.map(_unsharded, target)
+        rows = dict(host)
+        rows[EMBEDDING[0]] = {EMBEDDING[1]: jax.ShapeDtypeStruct(
+            (saved_rows, cfg.model.d_model), host[EMBEDDING[0]][EMBEDDING[1]].dtype)}
+        if LM_HEAD[0] in host:
+            rows[LM_HEAD[0]] = jax.ShapeDtypeStruct((cfg.model.d_model, saved_rows),
+                                                    host[LM_HEAD[0]].dtype)
+        params_step, params = restore_params(directory, rows, step)
+        params = jax.device_put(grow_vocab(jax.device_get(params), cfg.model.vocab_size),
+                                jax.tree.map(lambda a: a.sharding, target))
+        say(f'grew the vocabulary of {directory} from {saved_rows} to '
+             f'{cfg.model.vocab_size} tokens (new rows: the mean of the existing ones)')
+    say(f'initialised parameters from {directory} (step {params_step}); fresh optimizer')
+    return params
+
+
+def _unsharded(a: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=local_device())
+
+
+def write_run_files(cfg: ml_collections.ConfigDict, workdir: str,
+                    tokenizer: Tokenizer) -> None:
     """The resolved config, and the run's own copy of its tokenizer, so sampling and evaluation
     never need the corpus."""
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
-    model_path = getattr(data.tokenizer, 'model_path', None)
+    model_path = getattr(tokenizer, 'model_path', None)
     if model_path is not None:
         own = os.path.join(workdir, TOKENIZER_FILE)  # already there in a converted run
         if not (os.path.exists(own) and os.path.samefile(model_path, own)):
@@ -250,16 +330,18 @@ def _banner(cfg: ml_collections.ConfigDict, setup: TrainingSetup,
     flops_per_step = family.flops_per_example(model.cfg, cfg.data) * cfg.data.global_batch_size
     mem = metrics_lib.memory_summary(setup.train_step)
     peak, peak_source = metrics_lib.peak_flops(devices, model.cfg.dtype)
-    _say(f'mesh: {sharding.describe_mesh(setup.mesh)}')
-    _say(describe_processes(setup.mesh))
+    say(f'mesh: {sharding.describe_mesh(setup.mesh)}')
+    say(describe_processes(setup.mesh))
     if model.pipeline.enabled:
-        _say(model.pipeline.describe(model.cfg.num_layers))
-    _say(f'model: {num_params:,} parameters; {flops_per_step / 1e12:.4f} TFLOP per step '
+        say(model.pipeline.describe(model.cfg.num_layers))
+    say(f'model: {num_params:,} parameters; {flops_per_step / 1e12:.4f} TFLOP per step '
          f'({cfg.data.global_batch_size * cfg.data.seq_len} tokens)')
-    _say('compiled train step in {:.1f}s; memory per device: {}'.format(
+    say('tuning: ' + setup.tuning.describe(lora_lib.count(setup.abstract_state['params']),
+                                            num_params))
+    say('compiled train step in {:.1f}s; memory per device: {}'.format(
         setup.compile_seconds,
         ', '.join(f'{k} {metrics_lib.format_bytes(v)}' for k, v in mem.items())))
-    _say(f'peak: {peak / 1e12:.3f} TFLOP/s ({peak_source})')
+    say(f'peak: {peak / 1e12:.3f} TFLOP/s ({peak_source})')
     return flops_per_step, peak
 
 
@@ -268,8 +350,8 @@ def _loop(run: _Run, state: Any, start_step: int, notice: Any) -> dict[str, Any]
     intervals; stops early (saved) when `notice` reports a stop signal."""
     cfg, setup = run.cfg, run.setup
     total = cfg.num_train_steps
-    eval_step = jax.jit(make_eval_step(setup.apply_fn, setup.objective),
-                        in_shardings=(setup.state_shardings['params'], setup.batch_sharding))
+    eval_step = jax.jit(make_eval_step(setup.apply_fn, setup.objective, setup.tuning),
+                        in_shardings=(weights(setup.state_shardings), setup.batch_sharding))
     eval_batches = [_global_batch(b, setup.batch_sharding) for b in run.data.eval_batches]
     clock = _Clock(start_step)
     last_eval: dict[str, float] = {}
@@ -285,13 +367,13 @@ def _loop(run: _Run, state: Any, start_step: int, notice: Any) -> dict[str, Any]
             _log_step(run, step, step_metrics, clock)
         if step % cfg.eval_every_steps == 0 or step == total:
             with clock.paused():  # evaluation is not training time
-                last_eval = _evaluate(run, step, eval_step, state['params'], eval_batches)
+                last_eval = _evaluate(run, step, eval_step, state, eval_batches)
         if step % cfg.checkpoint_every_steps == 0 or step == total or preempted:
             run.guard.check()  # a step over the limit stops the run before it is saved
-            run.ckpt.save(step, state, run.data.train_iter,
+            run.ckpt.save(step, checkpointed(state), run.data.train_iter,
                           {'step': step, 'skipped_steps': run.guard.skipped})
     if preempted:
-        _say(f'stopped by {notice.signal_name} after step {step}, saved as '
+        say(f'stopped by {notice.signal_name} after step {step}, saved as '
              f'{run.ckpt.directory}/{step}: run the same command to resume')
     return {'step': step, 'stopped_by': notice.signum if preempted else 0, **last_eval}
 
@@ -326,42 +408,45 @@ def _log_step(run: _Run, step: int, step_metrics: dict, clock: _Clock) -> None:
     steps, seconds = clock.lap()
     tps = steps * tokens_per_step / seconds
     mfu = tps * run.flops_per_step / tokens_per_step / run.peak_flops
-    record = {'loss': m['loss'], 'learning_rate': m['learning_rate'],
-              'grad_norm': m['grad_norm'], 'z_loss': m['z_loss'], 'tokens_per_sec': tps,
-              'mfu': mfu, 'tokens_seen': float(step * tokens_per_step),
+    record = {**{k: v for k, v in m.items() if k not in ('num_tokens', 'skipped')},
+              'tokens_per_sec': tps, 'mfu': mfu, 'tokens_seen': float(step * tokens_per_step),
               'skipped_steps': run.guard.skipped}
     run.writer.write(step, record)
     eta = (time.perf_counter() - clock.run_t0) / (step - clock.start_step) * (total - step)
-    _say(f'step {step:>6}/{total} | loss {float(m["loss"]):.4f} | '
+    say(f'step {step:>6}/{total} | loss {float(m["loss"]):.4f} | '
          f'lr {float(m["learning_rate"]):.2e} | {tps:,.0f} tok/s | mfu {mfu:.1%} | '
          f'eta {metrics_lib.format_duration(eta)}')
 
 
-def _evaluate(run: _Run, step: int, eval_step: Any, params: Any,
+def _evaluate(run: _Run, step: int, eval_step: Any, state: Any,
               batches: list[dict[str, jax.Array]]) -> dict[str, float]:
     """Held-out loss, then the eval hook's task scores (if any); logged and returned."""
     total = run.cfg.num_train_steps
-    result = evaluate(eval_step, params, batches)
-    _say(f'eval  {step:>6}/{total} | eval_loss {result["eval_loss"]:.4f} | '
+    result = evaluate(eval_step, weights(state), batches)
+    say(f'eval  {step:>6}/{total} | eval_loss {result["eval_loss"]:.4f} | '
          f'perplexity {result["eval_perplexity"]:.2f}')
     if run.eval_hook is not None:
         # Task batches are not split into pipeline microbatches: same parameters, layers in
         # sequence.
+        params = run.setup.tuning.model_params(state['params'], state.get('frozen'))
         tasks = run.eval_hook(step, registry.build_model(run.cfg), params, run.data.tokenizer)
-        _say(f'tasks {step:>6}/{total} | ' + ' | '.join(f'{k} {v:.4f}' for k, v in tasks.items()))
+        say(f'tasks {step:>6}/{total} | ' + ' | '.join(f'{k} {v:.4f}' for k, v in tasks.items()))
         result = {**result, **tasks}
     run.writer.write(step, result)
     return result
 
 
-def _start_or_resume(cfg: ml_collections.ConfigDict, workdir: str, fresh: bool) -> None:
+def start_or_resume(cfg: ml_collections.ConfigDict, workdir: str, fresh: bool) -> None:
     """Refuses a config that does not fit the workdir's checkpoints, leaving them untouched;
     with `fresh` moves the previous run aside instead, so this one starts over."""
     if fresh:
         moved = set_aside_run(workdir)
         if moved:
-            _say(f'--fresh: moved the previous run (checkpoints, config, metrics) to {moved}')
+            say(f'--fresh: moved the previous run (checkpoints, config, metrics) to {moved}')
         # No process may list the checkpoints before process 0 has moved them.
         multihost_utils.sync_global_devices('jaxlm.train: fresh')
     elif has_checkpoints(os.path.join(workdir, 'checkpoints')):
-        check_same_run(os.path.join(workdir, 'config.json'), cfg)
+        # Frozen parameters are read again from init_params_from: it must not change.
+        keeps_frozen = Tuning.from_config(cfg, objectives.build(cfg)).keep_frozen
+        fixed = ('init_params_from',) if keeps_frozen else ()
+        check_same_run(os.path.join(workdir, 'config.json'), cfg, fixed)

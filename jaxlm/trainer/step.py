@@ -17,6 +17,7 @@ from jaxlm.layers.pipeline import split_microbatches
 from jaxlm.objectives.base import LossSums, Objective
 from jaxlm.sharding import constrain
 from jaxlm.trainer.state import State
+from jaxlm.trainer.tuning import FULL, Tuning
 
 Batch = dict[str, jax.Array]
 # (params, batch, deterministic=..., rngs=...) -> model output: `family.apply` bound to the model.
@@ -32,10 +33,15 @@ def _split_microbatches(batch: Batch, num_micro: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def _loss_sums(apply_fn: ApplyFn, objective: Objective, deterministic: bool, params: Any,
-               batch: Batch, dropout_key: jax.Array) -> tuple[jax.Array, LossSums]:
-    outputs = apply_fn(params, batch, deterministic=deterministic, rngs={'dropout': dropout_key})
-    sums = objective.loss(outputs, batch)
+def _loss_sums(apply_fn: ApplyFn, objective: Objective, tuning: Tuning, deterministic: bool,
+               params: Any, frozen: Any, batch: Batch,
+               dropout_key: jax.Array) -> tuple[jax.Array, LossSums]:
+    outputs = apply_fn(tuning.model_params(params, frozen), batch, deterministic=deterministic,
+                       rngs={'dropout': dropout_key})
+    reference = None
+    if objective.uses_reference:  # the frozen initial model, without dropout
+        reference = jax.lax.stop_gradient(apply_fn(frozen, batch, deterministic=True))
+    sums = objective.loss(outputs, batch, reference)
     return sums.loss, sums
 
 
@@ -58,13 +64,14 @@ def _accumulated_grads(grad_fn: Callable, params: Any, batch: Batch, dropout_key
 
 
 def make_train_step(apply_fn: ApplyFn, objective: Objective, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum_steps: int,
-                    deterministic: bool) -> Callable[[State, Batch], tuple[State, dict]]:
-    grad_fn = jax.value_and_grad(functools.partial(_loss_sums, apply_fn, objective,
-                                                   deterministic), has_aux=True)
+                    schedule: optax.Schedule, grad_accum_steps: int, deterministic: bool,
+                    tuning: Tuning = FULL) -> Callable[[State, Batch], tuple[State, dict]]:
+    loss_fn = functools.partial(_loss_sums, apply_fn, objective, tuning, deterministic)
 
     def train_step(state: State, batch: Batch) -> tuple[State, dict]:
         params, step = state['params'], state['step']
+        grad_fn = jax.value_and_grad(
+            functools.partial(_with_frozen, loss_fn, state.get('frozen')), has_aux=True)
         dropout_key = jax.random.fold_in(state['rng'], step)
         sums, grads = _accumulated_grads(grad_fn, params, batch, dropout_key, grad_accum_steps)
         denom = jnp.maximum(sums.weight, 1.0)
@@ -79,14 +86,18 @@ def make_train_step(apply_fn: ApplyFn, objective: Objective, tx: optax.GradientT
         new_params, opt_state = jax.tree.map(functools.partial(jnp.where, finite),
                                              (new_params, opt_state),
                                              (params, state['opt_state']))
-        new_state = {'step': step + 1, 'params': new_params, 'opt_state': opt_state,
-                     'rng': state['rng']}
+        new_state = {**state, 'step': step + 1, 'params': new_params, 'opt_state': opt_state}
         metrics = {'loss': loss, 'grad_norm': grad_norm, 'learning_rate': schedule(step),
                    'num_tokens': sums.weight, 'skipped': jnp.logical_not(finite),
                    **{k: v / denom for k, v in sums.metrics.items()}}
         return new_state, metrics
 
     return train_step
+
+
+def _with_frozen(loss_fn: Callable, frozen: Any, params: Any, batch: Batch,
+                 dropout_key: jax.Array) -> tuple[jax.Array, LossSums]:
+    return loss_fn(params, frozen, batch, dropout_key)
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -132,8 +143,11 @@ class NonFiniteGuard:
         log.warning('%s (%d of max_skipped_steps=%d)', what, self.skipped, self.max_skipped)
 
 
-def make_eval_step(apply_fn: ApplyFn, objective: Objective) -> Callable[[Any, Batch], dict]:
-    def eval_step(params: Any, batch: Batch) -> dict:
-        _, sums = _loss_sums(apply_fn, objective, True, params, batch, jax.random.PRNGKey(0))
-        return {'loss_sum': sums.loss, 'num_tokens': sums.weight}
+def make_eval_step(apply_fn: ApplyFn, objective: Objective,
+                   tuning: Tuning = FULL) -> Callable[[Any, Batch], dict]:
+    """(weights: the state's 'params' and 'frozen' (tuning.weights), batch) -> loss sums."""
+    def eval_step(weights: dict[str, Any], batch: Batch) -> dict:
+        _, sums = _loss_sums(apply_fn, objective, tuning, True, weights['params'],
+                             weights.get('frozen'), batch, jax.random.PRNGKey(0))
+        return {'loss_sum': sums.loss, 'num_tokens': sums.weight, 'metric_sums': sums.metrics}
     return eval_step
