@@ -14,6 +14,7 @@ learns in a few dozen steps. Score conversations with the trained model from Pyt
 `jaxlm.inference.reward.reward_scores(workdir, conversations)`.
 """
 
+from experiments._chat import chat_model
 from jaxlm.config import default_config
 
 
@@ -24,16 +25,8 @@ def get_config(arg: str | None = None):
     c.eval_every_steps = 50
     c.checkpoint_every_steps = 100
 
-    m = c.model
-    m.architecture = 'reward_model'
-    m.vocab_size = 2048
-    m.num_layers = 4
-    m.d_model = 128
-    m.num_heads = 4
-    m.num_kv_heads = 2
-    m.head_dim = 32
-    m.mlp_dim = 384
-    m.max_seq_len = 512
+    c.model.architecture = 'reward_model'
+    chat_model(c, vocab_size=2048)
 
     d = c.data
     d.source = 'mixture'
@@ -44,7 +37,6 @@ def get_config(arg: str | None = None):
     d.global_batch_size = 16
     d.eval_fraction = 0.1
     d.num_eval_batches = 10
-    d.tokenizer.vocab_size = 2048
 
     o = c.optimizer
     o.learning_rate = 1e-3
@@ -53,8 +45,8 @@ def get_config(arg: str | None = None):
     if arg == 'synthetic':
         c.num_train_steps, o.decay_steps = 60, 60
         c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 10, 10, 60
-        d.mixture, d.seq_len, m.max_seq_len = 'case_preference:1', 128, 128
-        d.tokenizer.kind, m.vocab_size = 'byte', 264
+        d.mixture, d.seq_len, c.model.max_seq_len = 'case_preference:1', 128, 128
+        d.tokenizer.kind, c.model.vocab_size = 'byte', 264
         o.learning_rate = 3e-3
     elif arg:
         raise ValueError(f'unknown variant {arg!r} of reward_hh.py (synthetic)')

@@ -20,6 +20,7 @@ their turn with `<|im_end|>` (4 of 6 at step 600; the others loop to --max_new_t
 match stays 0: a 1M-parameter model learns the format, not the arithmetic.
 """
 
+from experiments._chat import chat_model
 from jaxlm.config import default_config
 
 
@@ -31,15 +32,8 @@ def get_config(arg: str | None = None):
     c.eval_every_steps = 300
     c.checkpoint_every_steps = 300
 
-    m = c.model
-    m.vocab_size = 1024
-    m.num_layers = 4
-    m.d_model = 128
-    m.num_heads = 4
-    m.num_kv_heads = 2
-    m.head_dim = 32
-    m.mlp_dim = 384
-    m.max_seq_len = 512  # RoPE: evaluation generates up to 256 tokens after the prompt
+    # max_seq_len 512 > seq_len: RoPE, and evaluation generates up to 256 tokens after the prompt
+    chat_model(c, vocab_size=1024)
 
     d = c.data
     d.source = 'mixture'
@@ -50,7 +44,6 @@ def get_config(arg: str | None = None):
     d.global_batch_size = 16
     d.eval_fraction = 0.02
     d.num_eval_batches = 2
-    d.tokenizer.vocab_size = 1024
 
     o = c.optimizer
     o.learning_rate = 3e-3

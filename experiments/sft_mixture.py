@@ -18,6 +18,7 @@ Fine-tune a pre-trained run with `--config.init_params_from=<its checkpoints dir
 tokenizer: `--config.data.tokenizer.path=<its tokenizer.model>`).
 """
 
+from experiments._chat import chat_model
 from jaxlm.config import default_config
 
 
@@ -29,15 +30,7 @@ def get_config(arg: str | None = None):
     c.eval_every_steps = 250
     c.checkpoint_every_steps = 250
 
-    m = c.model
-    m.vocab_size = 2048
-    m.num_layers = 4
-    m.d_model = 128
-    m.num_heads = 4
-    m.num_kv_heads = 2
-    m.head_dim = 32
-    m.mlp_dim = 384
-    m.max_seq_len = 512
+    chat_model(c, vocab_size=2048)
 
     d = c.data
     d.source = 'mixture'
@@ -48,7 +41,6 @@ def get_config(arg: str | None = None):
     d.global_batch_size = 8
     d.eval_fraction = 0.02
     d.num_eval_batches = 2
-    d.tokenizer.vocab_size = 2048
 
     o = c.optimizer
     o.learning_rate = 2e-3

@@ -13,13 +13,14 @@ belongs to another model (`shape_mismatches`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
@@ -123,42 +124,44 @@ def shape_mismatches(saved: Any, target: Any) -> list[str]:
             if saved_shapes.get(k) != target_shapes.get(k)]
 
 
+@contextlib.contextmanager
+def _read_only(directory: str, step: int | None) -> Iterator[tuple[Any, int]]:
+    """(a read-only manager of `directory`'s parameter checkpoints, the step: `step`, checked,
+    or the latest)."""
+    manager = ocp.CheckpointManager(
+        directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        available = manager.all_steps()
+        if not available:
+            raise CheckpointError(f'no checkpoint in {directory}')
+        if step is None:
+            step = max(available)
+        elif step not in available:
+            raise CheckpointError(f'no checkpoint for step {step} in {directory} (have: '
+                                  f'{sorted(available)})')
+        yield manager, step
+    finally:
+        manager.close()
+
+
 def restore_params(directory: str, abstract_params: Any,
                    step: int | None = None) -> tuple[int, Any]:
     """Reads only the parameters of checkpoint `step` (default: the latest), without optimizer
     state, onto the shardings carried by `abstract_params`: what sampling and evaluation need."""
-    directory = os.path.abspath(directory)
-    manager = ocp.CheckpointManager(
-        directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True))
-    available = manager.all_steps()
-    if not available:
-        raise CheckpointError(f'no checkpoint in {directory}')
-    if step is None:
-        step = max(available)
-    elif step not in available:
-        raise CheckpointError(f'no checkpoint for step {step} in {directory} (have: '
-                              f'{sorted(available)})')
     target = {'params': abstract_params}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True)))
-    manager.close()
+    with _read_only(os.path.abspath(directory), step) as (manager, step):
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True)))
     return step, restored['state']['params']
 
 
 def saved_vocab_size(directory: str, step: int | None = None) -> int | None:
     """Rows of the token embedding in checkpoint `step` (default: the latest) of `directory`,
     from its metadata; None when it has no token embedding."""
-    directory = os.path.abspath(directory)
-    manager = ocp.CheckpointManager(
-        directory, item_handlers={'state': ocp.PyTreeCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(read_only=True))
-    available = manager.all_steps()
-    if not available:
-        raise CheckpointError(f'no checkpoint in {directory}')
-    params = manager.item_metadata(max(available) if step is None else step)['state']['params']
-    manager.close()
+    with _read_only(os.path.abspath(directory), step) as (manager, step):
+        params = manager.item_metadata(step)['state']['params']
     embedding = params.get('token_embed', {}).get('embedding')
     return None if embedding is None else int(embedding.shape[0])
 

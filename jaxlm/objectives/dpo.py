@@ -26,11 +26,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlm.data import preference
 from jaxlm.errors import ConfigError
-from jaxlm.models.family import Field
-from jaxlm.objectives.base import Batch, DataTransform, LossSums, Objective
-from jaxlm.objectives.lm import DECODER_INPUTS
+from jaxlm.objectives.base import Batch, LossSums
+from jaxlm.objectives.pairs import PairObjective
 
 LOSS_TYPES = ('sigmoid', 'hinge', 'ipo', 'robust')
 
@@ -108,7 +106,7 @@ def check_settings(beta: float, loss_type: str, label_smoothing: float) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DPO(Objective):
+class DPO(PairObjective):
     beta: float = 0.1
     loss_type: str = 'sigmoid'
     label_smoothing: float = 0.0
@@ -122,18 +120,6 @@ class DPO(Objective):
     def from_config(cls, cfg: Any) -> DPO:
         p = cfg.preference
         return cls(beta=p.beta, loss_type=p.loss_type, label_smoothing=p.label_smoothing)
-
-    def model_inputs(self) -> tuple[str, ...]:
-        return DECODER_INPUTS
-
-    def target_fields(self, data_cfg: Any) -> dict[str, Field]:
-        return preference.target_fields(data_cfg)
-
-    def validate(self, data_cfg: Any) -> None:
-        preference.check_data(data_cfg, self.name)
-
-    def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
-        return preference.data_transform(data_cfg, tokenizer)
 
     def loss(self, outputs: jax.Array, batch: Batch, reference: Any = None) -> LossSums:
         if reference is None:

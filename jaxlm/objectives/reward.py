@@ -16,10 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlm.data import preference
-from jaxlm.models.family import Field
-from jaxlm.objectives.base import Batch, DataTransform, LossSums, Objective
-from jaxlm.objectives.lm import DECODER_INPUTS
+from jaxlm.objectives.base import Batch, LossSums
+from jaxlm.objectives.pairs import PairObjective
 
 
 def pair_rewards(scores_BxL: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
@@ -40,21 +38,9 @@ def reward_loss(scores_BxL: jax.Array, batch: Batch) -> LossSums:
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardModeling(Objective):
+class RewardModeling(PairObjective):
     name: str = 'reward'
     output = 'token_scalars'
-
-    def model_inputs(self) -> tuple[str, ...]:
-        return DECODER_INPUTS
-
-    def target_fields(self, data_cfg: Any) -> dict[str, Field]:
-        return preference.target_fields(data_cfg)
-
-    def validate(self, data_cfg: Any) -> None:
-        preference.check_data(data_cfg, self.name)
-
-    def data_transform(self, data_cfg: Any, tokenizer: Any) -> DataTransform:
-        return preference.data_transform(data_cfg, tokenizer)
 
     def loss(self, outputs: jax.Array, batch: Batch, reference: Any = None) -> LossSums:
         del reference

@@ -23,16 +23,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxlm.data import chat_format, packing
 from jaxlm.data.chat import ChatFormatError, ChatTemplate
 from jaxlm.data.records import Conversation
 from jaxlm.errors import ConfigError
-from jaxlm.models.family import Field
-from jaxlm.objectives.base import Batch, DataTransform, LossSums, Objective
-from jaxlm.objectives.lm import DECODER_INPUTS, cross_entropy_sums, token_targets
+from jaxlm.objectives.base import DataTransform
+from jaxlm.objectives.lm import LanguageModeling
 
 
 class PackedRows:
@@ -104,19 +102,10 @@ def check_data(data_cfg: Any, objective: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class SupervisedFineTuning(Objective):
-    z_loss_weight: float = 0.0
+class SupervisedFineTuning(LanguageModeling):
+    """Language modelling's loss (and z-loss) on packed conversation rows."""
+
     name: str = 'sft'
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> SupervisedFineTuning:
-        return cls(z_loss_weight=cfg.optimizer.z_loss_weight)
-
-    def model_inputs(self) -> tuple[str, ...]:
-        return DECODER_INPUTS
-
-    def target_fields(self, data_cfg: Any) -> dict[str, Field]:
-        return token_targets(data_cfg)
 
     def validate(self, data_cfg: Any) -> None:
         check_data(data_cfg, self.name)
@@ -128,9 +117,3 @@ class SupervisedFineTuning(Objective):
                              lengths=dict.fromkeys(('inputs', 'targets'), data_cfg.seq_len),
                              to_batch=dict, packed=True,
                              stats={'end_of_turn_id': chat_format.end_of_turn_id(tokenizer)})
-
-    def loss(self, outputs: jax.Array, batch: Batch, reference: Any = None) -> LossSums:
-        del reference
-        loss, z_loss, weight = cross_entropy_sums(outputs, batch['targets'], batch['loss_mask'],
-                                                  self.z_loss_weight)
-        return LossSums(loss, weight, {'z_loss': z_loss})
