@@ -14,6 +14,7 @@ import numpy as np
 import sentencepiece as spm
 
 from jaxlm.data import sources
+from jaxlm.errors import ConfigError
 
 # A run's own copy of its SentencePiece model, beside config.json: sampling and evaluation read
 # it, never the corpus.
@@ -184,6 +185,8 @@ def build_tokenizer(
     """
     if kind == "byte":
         return ByteTokenizer()
+    if path and not os.path.exists(path):
+        raise ConfigError(f"data.tokenizer.path {path!r} does not exist (kind {kind!r})")
     if kind == "sentencepiece":
         if path:
             return SentencePieceTokenizer(path)

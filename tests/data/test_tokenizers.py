@@ -90,3 +90,11 @@ def test_build_tokenizer(spm_path):
     assert trained.model_path == spm_path
     with pytest.raises(ValueError, match="data.tokenizer.kind"):
         tokenizers.build_tokenizer("wordpiece", 320, no_docs, None)
+
+
+@pytest.mark.parametrize('kind', ['sentencepiece', 'hf'])
+def test_missing_tokenizer_path_is_a_config_error(kind, tmp_path):
+    from jaxlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match='does not exist'):
+        tokenizers.build_tokenizer(kind, 512, list, None, str(tmp_path / 'missing.model'))
