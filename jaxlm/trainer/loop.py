@@ -214,10 +214,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
 
     with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules), \
             contextlib.ExitStack() as stack:
-        ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
-                            async_save=cfg.async_checkpointing)
-        stack.callback(ckpt.close)
-        stack.callback(ckpt.wait)  # first (last in): saves made stay complete, whatever stops us
+        ckpt = open_checkpointer(cfg, workdir, stack)
         start_step, state, skipped = _restore_or_init(cfg, setup, ckpt, data)
         if jax.process_index() == 0:  # only once the checkpoints are known to fit this config
             write_run_files(cfg, workdir, data.tokenizer)
@@ -231,6 +228,17 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, devices: list[jax.Devic
         run.writer.close()
     say(f'workdir: {workdir}')
     return {**summary, 'workdir': workdir}
+
+
+def open_checkpointer(cfg: ml_collections.ConfigDict, workdir: str,
+                      stack: contextlib.ExitStack) -> Checkpointer:
+    """The workdir's checkpointer, closed when `stack` exits: after waiting for the save in
+    flight, so saves made stay complete whatever stops the run."""
+    ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
+                        async_save=cfg.async_checkpointing)
+    stack.callback(ckpt.close)
+    stack.callback(ckpt.wait)  # first (last in)
+    return ckpt
 
 
 def _restore_or_init(cfg: ml_collections.ConfigDict, setup: TrainingSetup, ckpt: Checkpointer,

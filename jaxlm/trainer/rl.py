@@ -61,6 +61,7 @@ from jaxlm.trainer.loop import (
     TrainingSetup,
     compile_training,
     init_params,
+    open_checkpointer,
     say,
     start_or_resume,
     write_run_files,
@@ -267,10 +268,7 @@ def train_rl(cfg: ml_collections.ConfigDict, workdir: str,
         setup = compile_training(cfg, devices, mesh_shape)
         with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules), \
                 contextlib.ExitStack() as stack:
-            ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=cfg.keep_checkpoints,
-                                async_save=cfg.async_checkpointing)
-            stack.callback(ckpt.close)
-            stack.callback(ckpt.wait)
+            ckpt = open_checkpointer(cfg, workdir, stack)
             model = registry.build_model(cfg)
             reference = init_params(cfg, setup)
             start, state, meta = _restore_or_init(cfg, setup, ckpt, reference)
